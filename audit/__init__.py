@@ -1,0 +1,1 @@
+"""Audit trail (append-only, hash-chained). Planned: see the audit issue; nothing is recorded yet."""

@@ -1,0 +1,1 @@
+"""Multi-region replication and DR drills. Planned: see the DR issue."""

@@ -1,0 +1,91 @@
+"""The composition root: settings in, wired objects out. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fhirlake.settings import Settings
+from ingest.journal import Journal
+from ingest.prepared import Limits
+from ingest.reads import ResourceReads
+from ingest.service import IngestService
+from ingest.transaction import TransactionApplier
+from ingest.validation import Validator
+from lake.catalog import LakeCatalog
+from lake.reader import LakeReader
+from lake.writer import LakeWriter
+from security.pseudonym import Pseudonymizer, load_or_create_key
+from security.sealing import PlaintextSealer
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    root: Path
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal" / "journal.db"
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def pseudonym_key(self) -> Path:
+        return self.root / "keys" / "pseudonym.key"
+
+
+def open_catalog(settings: Settings) -> LakeCatalog:
+    catalog = LakeCatalog.embedded(
+        Paths(settings.data_dir).lake, settings.lake.namespace, settings.lake.patient_buckets
+    )
+    catalog.ensure_tables()
+    return catalog
+
+
+@dataclass
+class Container:
+    settings: Settings
+    journal: Journal
+    catalog: LakeCatalog
+    lake_writer: LakeWriter
+    lake_reader: LakeReader
+    validator: Validator
+    reads: ResourceReads
+    service: IngestService
+
+    def start(self) -> None:
+        self.lake_writer.start()
+
+    def ready(self) -> bool:
+        return self.lake_writer.last_error is None
+
+    def close(self) -> None:
+        """Stop accepting, write everything accepted to the lake, release resources."""
+        self.validator.close()
+        self.lake_writer.stop(drain=True)
+        self.journal.close()
+
+
+def build(settings: Settings) -> Container:
+    root = settings.data_dir.resolve()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths = Paths(root)
+    pseudo = Pseudonymizer(load_or_create_key(paths.pseudonym_key))
+    sealer = PlaintextSealer()
+    journal = Journal(paths.journal, settings.ingest.group_commit_max_wait_ms)
+    catalog = open_catalog(settings)
+    lake_reader = LakeReader(catalog)
+    writer = LakeWriter(
+        catalog,
+        journal,
+        interval_s=settings.lake.commit_interval_s,
+        max_rows=settings.lake.max_batch_rows,
+        hot_retention_s=settings.lake.hot_retention_s,
+    )
+    limits = Limits(max_depth=settings.limits.max_depth, max_entries=settings.limits.max_entries)
+    validator = Validator(limits, settings.ingest.validation_workers)
+    reads = ResourceReads(journal, lake_reader, pseudo, sealer)
+    service = IngestService(journal, validator, TransactionApplier(pseudo, sealer), reads, settings.limits.max_count)
+    return Container(settings, journal, catalog, writer, lake_reader, validator, reads, service)

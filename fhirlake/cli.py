@@ -1,0 +1,113 @@
+"""The ``fhirlake`` command line. Every state-touching command takes ``--data-dir``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fhirlake.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    if getattr(args, "data_dir", None):
+        settings.data_dir = Path(args.data_dir)
+    return settings
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="directory holding all state (default: FHIRLAKE_DATA_DIR or ./fhirlake-data)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from fhirlake import logs
+    from fhirlake.server import build_app
+
+    settings = _settings(args)
+    if args.host:
+        settings.server.host = args.host
+    if args.port is not None:
+        settings.server.port = args.port
+    logs.configure(settings.log_level, settings.log_json)
+    app = build_app(settings, demo=args.demo)
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        access_log=False,  # the gateway logs route templates; raw paths and queries may carry PHI
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_lake_maintain(args: argparse.Namespace) -> int:
+    from fhirlake.bootstrap import open_catalog
+    from lake.maintenance import maintain
+
+    settings = _settings(args)
+    report = maintain(
+        open_catalog(settings),
+        snapshot_retention_s=settings.lake.snapshot_retention_s if args.retention is None else args.retention,
+        min_files=settings.lake.compact_min_files,
+        target_rows=settings.lake.target_file_rows,
+    )
+    _print({
+        name: {
+            "files_before": report.files_before[name],
+            "files_after": report.files_after[name],
+            "rows": report.rows[name],
+            "expired_snapshots": report.expired_snapshots[name],
+        }
+        for name in report.files_before
+        if report.files_before[name] or report.rows[name]
+    })
+    return 0
+
+
+def cmd_lake_info(args: argparse.Namespace) -> int:
+    from fhirlake.bootstrap import open_catalog
+    from lake.inspect import describe
+
+    _print(describe(open_catalog(_settings(args))))
+    return 0
+
+
+def _print(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fhirlake", description="FHIR R4 ingestion service and Iceberg lake")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the FHIR gateway on the embedded default")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--demo", action="store_true", help="load the bundled Synthea demo patients")
+    _add_data_dir(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    lake = sub.add_parser("lake", help="inspect and maintain the Iceberg tables")
+    lake_sub = lake.add_subparsers(dest="lake_command", required=True)
+    maintain = lake_sub.add_parser("maintain", help="compact small files and expire old snapshots")
+    maintain.add_argument("--retention", type=float, help="snapshot retention in seconds (default: setting)")
+    _add_data_dir(maintain)
+    maintain.set_defaults(func=cmd_lake_maintain)
+    info = lake_sub.add_parser("info", help="rows, files and snapshots per table")
+    _add_data_dir(info)
+    info.set_defaults(func=cmd_lake_info)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

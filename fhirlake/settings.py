@@ -1,0 +1,62 @@
+"""One settings object per process, composed of per-package sections.
+
+Every value can be set through the environment with the ``FHIRLAKE_`` prefix
+and ``__`` between section and field, e.g. ``FHIRLAKE_LIMITS__MAX_ENTRIES=500``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_url: str | None = Field(
+        default=None, description="Public base URL of the FHIR endpoint; derived from the request if unset."
+    )
+
+
+class LimitSettings(BaseModel):
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_depth: int = Field(default=64, ge=8, le=512)
+    max_entries: int = Field(default=10_000, ge=1)
+    max_count: int = Field(default=1000, ge=1, description="Largest _count a search may ask for.")
+
+
+class IngestSettings(BaseModel):
+    validation_workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=0)
+    group_commit_max_wait_ms: float = Field(default=2.0, ge=0)
+    idempotency_ttl_hours: int = Field(default=72, ge=1)
+
+
+class LakeSettings(BaseModel):
+    namespace: str = "fhir"
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    max_batch_rows: int = Field(default=50_000, ge=1)
+    patient_buckets: int = Field(default=8, ge=1, le=1024)
+    hot_retention_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long resource bodies stay in the journal after they reached the lake.",
+    )
+    snapshot_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+    compact_min_files: int = Field(default=4, ge=2)
+    target_file_rows: int = Field(default=1_000_000, ge=1000)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FHIRLAKE_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Path("./fhirlake-data")
+    tenant: str = "default"
+    log_level: str = "info"
+    log_json: bool = True
+    server: ServerSettings = ServerSettings()
+    limits: LimitSettings = LimitSettings()
+    ingest: IngestSettings = IngestSettings()
+    lake: LakeSettings = LakeSettings()

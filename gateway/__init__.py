@@ -1,0 +1,1 @@
+"""The FHIR gateway: HTTP parsing, content negotiation, error mapping. Thin by design."""

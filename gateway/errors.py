@@ -1,0 +1,89 @@
+"""The one table from errors to HTTP status, and OperationOutcome rendering."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import structlog
+from fhirlake.errors import FhirlakeError
+from gateway.fhir import fhir_json
+from ingest import errors as ie
+from ingest.journal import JournalClosedError
+from lake.errors import LakeError
+
+log = structlog.get_logger("gateway")
+
+STATUS_OF: dict[type[Exception], int] = {
+    ie.InvalidInputError: 400,
+    ie.NotSupportedError: 400,
+    ie.ResourceNotFoundError: 404,
+    ie.NotAcceptableError: 406,
+    ie.ConflictError: 409,
+    ie.ResourceGoneError: 410,
+    ie.PreconditionFailedError: 412,
+    ie.PayloadTooLargeError: 413,
+    ie.UnsupportedMediaTypeError: 415,
+    ie.BackpressureError: 503,
+    JournalClosedError: 503,
+    LakeError: 503,
+}
+
+
+def status_of(exc: BaseException) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 500
+
+
+def status_line(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"
+
+
+def outcome(issues: list[ie.Issue]) -> dict[str, object]:
+    return {"resourceType": "OperationOutcome", "issue": [i.as_fhir() for i in issues]}
+
+
+def outcome_of(exc: BaseException) -> dict[str, object]:
+    if isinstance(exc, ie.IngestError):
+        return outcome(exc.issues)
+    if isinstance(exc, FhirlakeError) and status_of(exc) != 500:
+        return outcome([ie.Issue("transient", "the service is temporarily unavailable")])
+    return outcome([ie.Issue("exception", "internal server error")])
+
+
+def error_response(exc: BaseException) -> Response:
+    status = status_of(exc)
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return fhir_json(outcome_of(exc), status=status, headers=headers)
+
+
+async def handle_fhirlake_error(_request: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+async def handle_unexpected(_request: Request, exc: Exception) -> Response:
+    # Unknown failures leak nothing: a generic 500; the log names only the type.
+    log.error("unhandled_error", error=type(exc).__name__)
+    return error_response(exc)
+
+
+async def handle_http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+    text = HTTPStatus(exc.status_code).phrase
+    return fhir_json(outcome([ie.Issue(code, text)]), status=exc.status_code)
+
+
+async def handle_request_validation(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        ie.Issue("invalid", str(err.get("msg", "invalid")), (".".join(str(p) for p in err.get("loc", ())),))
+        for err in exc.errors()
+    ]
+    return fhir_json(outcome(issues), status=400)

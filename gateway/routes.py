@@ -1,0 +1,155 @@
+"""FHIR REST endpoints under /fhir. Each one parses HTTP, calls a use case, renders."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from gateway.capability import capability_statement
+from gateway.errors import outcome
+from gateway.fhir import (
+    check_negotiation,
+    fhir_json,
+    prefer_return,
+    prefer_strict,
+    raw_json,
+    read_body,
+)
+from gateway.render import bundle_response, resource_headers, searchset
+from ingest.errors import Issue, ResourceNotFoundError
+from ingest.fhir_types import is_supported
+from ingest.prepare import parse_etag
+from ingest.transaction import EntryResult
+
+router = APIRouter(prefix="/fhir")
+
+
+def _base(request: Request) -> str:
+    configured = request.app.state.base_url
+    return configured or str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _check_type(rtype: str) -> None:
+    if not is_supported(rtype):
+        raise ResourceNotFoundError("unknown or unsupported resource type", [Issue("not-supported", "unknown resource type")])
+
+
+@router.get("/metadata")
+async def metadata(request: Request) -> Response:
+    check_negotiation(request)
+    return fhir_json(capability_statement(_base(request)))
+
+
+@router.post("")
+@router.post("/")
+async def transaction_or_batch(request: Request) -> Response:
+    check_negotiation(request)
+    container = request.app.state.container
+    raw = await read_body(request, container.settings.limits.max_body_bytes)
+    result = await container.service.submit_bundle(raw, request.headers.get("idempotency-key"))
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return raw_json(bundle_response(_base(request), result, prefer_return(request)), headers=headers)
+
+
+@router.get("/{rtype}")
+async def search(request: Request, rtype: str) -> Response:
+    check_negotiation(request)
+    _check_type(rtype)
+    container = request.app.state.container
+    params = list(request.query_params.multi_items())
+    result = await run_in_threadpool(
+        container.reads.search,
+        rtype,
+        params,
+        strict=prefer_strict(request),
+        max_count=container.settings.limits.max_count,
+    )
+    return fhir_json(searchset(_base(request), result, rtype))
+
+
+@router.post("/{rtype}")
+async def create(request: Request, rtype: str) -> Response:
+    check_negotiation(request)
+    _check_type(rtype)
+    container = request.app.state.container
+    raw = await read_body(request, container.settings.limits.max_body_bytes)
+    result = await container.service.interact(
+        "POST",
+        rtype,
+        None,
+        raw,
+        if_none_exist=request.headers.get("if-none-exist"),
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+    return _written(request, result)
+
+
+@router.put("/{rtype}")
+@router.put("/{rtype}/{rid}")
+async def update(request: Request, rtype: str, rid: str | None = None) -> Response:
+    check_negotiation(request)
+    _check_type(rtype)
+    container = request.app.state.container
+    raw = await read_body(request, container.settings.limits.max_body_bytes)
+    if_match = request.headers.get("if-match")
+    result = await container.service.interact(
+        "PUT",
+        rtype,
+        rid,
+        raw,
+        query=None if rid else (request.url.query or None),
+        if_match=parse_etag(if_match) if if_match else None,
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+    return _written(request, result)
+
+
+@router.delete("/{rtype}")
+@router.delete("/{rtype}/{rid}")
+async def delete(request: Request, rtype: str, rid: str | None = None) -> Response:
+    check_negotiation(request)
+    _check_type(rtype)
+    if_match = request.headers.get("if-match")
+    result = await request.app.state.container.service.interact(
+        "DELETE",
+        rtype,
+        rid,
+        None,
+        query=None if rid else (request.url.query or None),
+        if_match=parse_etag(if_match) if if_match else None,
+    )
+    headers = resource_headers(_base(request), result, with_location=False)
+    if prefer_return(request) == "OperationOutcome":
+        return fhir_json(outcome([Issue("informational", "deleted", severity="information")]), headers=headers)
+    return Response(status_code=204, headers=headers)
+
+
+@router.get("/{rtype}/{rid}")
+async def read(request: Request, rtype: str, rid: str) -> Response:
+    check_negotiation(request)
+    _check_type(rtype)
+    stored = await run_in_threadpool(request.app.state.container.reads.read, rtype, rid)
+    assert stored.body is not None
+    return raw_json(stored.body, headers=resource_headers(_base(request), stored, with_location=False))
+
+
+@router.get("/{rtype}/{rid}/_history/{vid}")
+async def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
+    check_negotiation(request)
+    _check_type(rtype)
+    if not vid.isdigit():
+        raise ResourceNotFoundError("version not found")
+    stored = await run_in_threadpool(request.app.state.container.reads.vread, rtype, rid, int(vid))
+    assert stored.body is not None
+    return raw_json(stored.body, headers=resource_headers(_base(request), stored, with_location=False))
+
+
+def _written(request: Request, result: EntryResult) -> Response:
+    headers = resource_headers(_base(request), result, with_location=True)
+    prefer = prefer_return(request)
+    if prefer == "minimal" or result.body is None:
+        return Response(status_code=result.status, headers=headers)
+    if prefer == "OperationOutcome":
+        return fhir_json(outcome([Issue("informational", "ok", severity="information")]), result.status, headers)
+    return raw_json(result.body, result.status, headers)

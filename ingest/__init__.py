@@ -1,0 +1,1 @@
+"""Ingest use cases: validate, resolve, accept durably and idempotently."""

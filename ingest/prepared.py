@@ -1,0 +1,47 @@
+"""What the validation workers hand back: checked, validated, serialized entries.
+
+Plain picklable records; they cross the process-pool boundary once per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ingest.errors import IngestError
+from ingest.extract import Columns
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_depth: int
+    max_entries: int
+
+
+@dataclass(slots=True)
+class PreparedEntry:
+    index: int
+    method: str  # POST, PUT, DELETE or GET
+    resource_type: str
+    resource_id: str | None = None  # POST: tentative new id; PUT/DELETE/GET: the id in the url
+    full_url: str | None = None
+    conditional: str | None = None  # query of a conditional PUT / DELETE, or of ifNoneExist
+    if_match: int | None = None
+    version_id: int | None = None  # GET Type/id/_history/vid
+    query: str | None = None  # GET search query string
+    body: bytes | None = None  # serialized resource with meta placeholders
+    cond_refs: tuple[str, ...] = ()
+    patient_id: str | None = None
+    columns: Columns | None = None
+    identifiers: tuple[tuple[str, str], ...] = ()
+    error: IngestError | None = None  # batch entries fail alone
+
+
+@dataclass(slots=True)
+class PreparedBundle:
+    bundle_type: str  # transaction or batch
+    entries: list[PreparedEntry]
+    identifier: tuple[str, str] | None
+    version_token: bytes
+    updated_token: bytes
+    single: bool = False  # a plain REST interaction, not a Bundle
+    resource_count: int = field(default=0)

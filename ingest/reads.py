@@ -1,0 +1,167 @@
+"""Read use cases: read, vread and the minimal search of this release.
+
+Bodies come from the journal while they are hot and from the lake afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ingest import conditional
+from ingest.errors import (
+    InvalidInputError,
+    Issue,
+    ResourceGoneError,
+    ResourceNotFoundError,
+)
+from ingest.journal import Journal
+from lake.reader import LakeReader
+from security.pseudonym import Pseudonymizer
+from security.sealing import RowSealer
+
+SEARCH_PARAMS = ("_id", "identifier", "patient", "subject")
+# Types whose patient compartment membership is recorded (subject / patient / beneficiary).
+PATIENT_TYPES = frozenset({
+    "AllergyIntolerance", "CarePlan", "CareTeam", "Claim", "Condition", "Coverage", "Device",
+    "DiagnosticReport", "DocumentReference", "Encounter", "ExplanationOfBenefit", "FamilyMemberHistory",
+    "Flag", "Goal", "ImagingStudy", "Immunization", "MedicationAdministration", "MedicationDispense",
+    "MedicationRequest", "MedicationStatement", "Observation", "Procedure", "RiskAssessment",
+    "ServiceRequest", "Specimen",
+})
+_CONTROL = frozenset({"_count", "_offset", "_format", "_pretty"})
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    resource_type: str
+    id: str
+    version: int
+    last_updated_us: int
+    deleted: bool
+    body: bytes | None
+
+
+@dataclass(slots=True)
+class SearchResult:
+    resources: list[StoredResource]
+    total: int
+    offset: int
+    count: int
+    used: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+class ResourceReads:
+    def __init__(self, journal: Journal, lake: LakeReader, pseudo: Pseudonymizer, sealer: RowSealer) -> None:
+        self._journal = journal
+        self._lake = lake
+        self._pseudo = pseudo
+        self._sealer = sealer
+
+    def read(self, rtype: str, rid: str) -> StoredResource:
+        """The current version; raises ResourceNotFoundError or ResourceGoneError."""
+        cur = self._journal.current(rtype, rid)
+        if cur is None:
+            raise ResourceNotFoundError(f"{rtype} resource not found")
+        return self.vread(rtype, rid, cur.version)
+
+    def vread(self, rtype: str, rid: str, version: int) -> StoredResource:
+        row = self._journal.version(rtype, rid, version)
+        if row is None:
+            raise ResourceNotFoundError(f"{rtype} version not found")
+        stored = self._load(rtype, [row])[0]
+        if stored.deleted:
+            raise ResourceGoneError(f"{rtype} resource was deleted", [Issue("deleted", "the resource was deleted")])
+        return stored
+
+    def _load(self, rtype: str, rows: list[tuple[object, ...]]) -> list[StoredResource]:
+        missing = [(str(r[1]), int(r[2]), r[6]) for r in rows if not r[5] and r[13] is None]
+        cold = self._lake.bodies(rtype, missing) if missing else {}  # type: ignore[arg-type]
+        out = []
+        for r in rows:
+            rid, version = str(r[1]), int(r[2])
+            sealed = r[13] if r[13] is not None else cold.get((rid, version))
+            body = None if sealed is None else self._sealer.open(rtype, rid, version, bytes(sealed))  # type: ignore[arg-type]
+            out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body))  # type: ignore[call-overload]
+        return out
+
+    def search(
+        self, rtype: str, params: list[tuple[str, str]], *, strict: bool, max_count: int
+    ) -> SearchResult:
+        """Search ``rtype`` by ``_id``, ``identifier`` and ``patient``/``subject``.
+
+        Raises InvalidInputError for unknown parameters when ``strict``.
+        """
+        count, offset = 50, 0
+        used: list[tuple[str, str]] = []
+        ignored: list[str] = []
+        ids: set[str] | None = None
+        conn = self._journal.reader()
+        for name, value in params:
+            base = name.split(":", 1)[0]
+            if name == "_count":
+                count = _int_param(name, value, 0, max_count)
+            elif name == "_offset":
+                offset = _int_param(name, value, 0, 10**9)
+            elif name in _CONTROL:
+                continue
+            elif base != name or base not in SEARCH_PARAMS or (base in ("patient", "subject") and rtype not in PATIENT_TYPES):
+                if strict:
+                    raise InvalidInputError(
+                        "unsupported search parameter",
+                        [Issue("not-supported", f"search parameter '{name}' is not supported", (name,))],
+                    )
+                ignored.append(name)
+                continue
+            else:
+                found = self._match(conn, rtype, base, value)
+                ids = found if ids is None else ids & found
+                used.append((name, value))
+        if ids is None:
+            rows = conn.execute(
+                "SELECT id FROM current WHERE rtype=? AND deleted=0 ORDER BY id", (rtype,)
+            ).fetchall()
+            ids = {str(r[0]) for r in rows}
+        ordered = sorted(ids)
+        page = ordered[offset : offset + count]
+        resources = self._current_rows(rtype, page)
+        return SearchResult(resources, len(ordered), offset, count, used, ignored)
+
+    def _match(self, conn: object, rtype: str, name: str, value: str) -> set[str]:
+        if name == "_id":
+            return {i for i in value.split(",") if self._live(rtype, i)}
+        if name == "identifier":
+            tokens = conditional.query_tokens(self._pseudo, rtype, value)
+            return set(self._journal.ids_by_token(rtype, tokens))
+        keys = [self._pseudo.patient_key(v.split("/")[-1]) for v in value.split(",") if v]
+        if any(v.count("/") > 1 or ("/" in v and not v.startswith("Patient/")) for v in value.split(",")):
+            return set()
+        marks = ",".join("?" * len(keys))
+        rows = self._journal.reader().execute(
+            f"SELECT id FROM current WHERE patient_key IN ({marks}) AND rtype=? AND deleted=0",  # noqa: S608
+            (*keys, rtype),
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def _live(self, rtype: str, rid: str) -> bool:
+        cur = self._journal.current(rtype, rid)
+        return cur is not None and not cur.deleted
+
+    def _current_rows(self, rtype: str, ids: list[str]) -> list[StoredResource]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._journal.reader().execute(
+            "SELECT v.rtype, v.id, v.version, v.seq, v.last_updated, v.deleted, v.patient_key, v.status, "  # noqa: S608
+            "v.code_system, v.code, v.effective, v.value_num, v.value_unit, v.body FROM current c "
+            f"JOIN versions v ON v.rtype=c.rtype AND v.id=c.id AND v.version=c.version "
+            f"WHERE c.rtype=? AND c.id IN ({marks}) ORDER BY c.id",
+            (rtype, *ids),
+        ).fetchall()
+        return self._load(rtype, rows)
+
+
+def _int_param(name: str, value: str, low: int, high: int) -> int:
+    if not value.isdigit():
+        raise InvalidInputError("invalid parameter", [Issue("invalid", f"{name} must be a non-negative integer", (name,))])
+    return max(low, min(int(value), high))

@@ -1,0 +1,141 @@
+"""The ingest use cases: accept bundles and REST writes durably and idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+
+from starlette.concurrency import run_in_threadpool
+
+from ingest.errors import ConflictError, IngestError
+from ingest.journal import Journal
+from ingest.prepared import PreparedBundle, PreparedEntry
+from ingest.reads import ResourceReads, SearchResult, StoredResource
+from ingest.transaction import EntryResult, Idempotency, TransactionApplier, request_hash
+from ingest.validation import Validator
+
+
+@dataclass(slots=True)
+class ReadResult:
+    index: int
+    resource: StoredResource | None = None
+    search: SearchResult | None = None
+    error: IngestError | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    bundle_type: str  # transaction, batch or interaction
+    writes: list[EntryResult] = field(default_factory=list)
+    reads: list[ReadResult] = field(default_factory=list)
+    replayed: bool = False
+    resources: int = 0
+
+
+class IngestService:
+    def __init__(
+        self, journal: Journal, validator: Validator, applier: TransactionApplier, reads: ResourceReads, max_count: int
+    ) -> None:
+        self._journal = journal
+        self._validator = validator
+        self._applier = applier
+        self._reads = reads
+        self._max_count = max_count
+
+    async def submit_bundle(self, raw: bytes, idempotency_key: str | None) -> Outcome:
+        """Process a transaction or batch Bundle (raises IngestError for a rejected transaction)."""
+        digest = request_hash(raw)
+        replay = await self._early_replay(idempotency_key, digest)
+        if replay is not None:
+            return replay
+        prepared = await self._validator.bundle(raw)
+        key = _key(idempotency_key, prepared)
+        return await self._apply(prepared, None if key is None else Idempotency(key, digest))
+
+    async def interact(
+        self,
+        method: str,
+        resource_type: str,
+        resource_id: str | None,
+        raw: bytes | None,
+        *,
+        query: str | None = None,
+        if_match: int | None = None,
+        if_none_exist: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> EntryResult:
+        """A REST create, update or delete; returns its single entry result."""
+        digest = request_hash(b"%s %s/%s?%s\n" % (method.encode(), resource_type.encode(), str(resource_id).encode(), str(query).encode()) + (raw or b""))
+        outcome = await self._early_replay(idempotency_key, digest)
+        if outcome is None:
+            prepared = await self._validator.interaction(raw, method, resource_type, resource_id, query)
+            entry = prepared.entries[0]
+            if if_match is not None:
+                entry.if_match = if_match
+            if if_none_exist:
+                entry.conditional = if_none_exist
+            key = None if idempotency_key is None else f"h:{_hash(idempotency_key)}"
+            outcome = await self._apply(prepared, None if key is None else Idempotency(key, digest))
+        result = outcome.writes[0]
+        if result.error is not None:
+            raise result.error
+        return result
+
+    async def _early_replay(self, idempotency_key: str | None, digest: str) -> Outcome | None:
+        if idempotency_key is None:
+            return None
+        stored = await run_in_threadpool(self._journal.idempotent_response, f"h:{_hash(idempotency_key)}")
+        if stored is None:
+            return None
+        if stored[0] != digest:
+            raise ConflictError("The idempotency key was used with a different request")
+        return None  # the journal job replays it from the same record, inside its group
+
+    async def _apply(self, prepared: PreparedBundle, idem: Idempotency | None) -> Outcome:
+        future = self._journal.submit(lambda ctx: self._applier.apply(ctx, prepared, idem))
+        applied = await asyncio.wrap_future(future)
+        outcome = Outcome(
+            bundle_type="interaction" if prepared.single else prepared.bundle_type,
+            writes=applied.results,
+            replayed=applied.replayed,
+            resources=applied.written,
+        )
+        gets = [e for e in prepared.entries if e.method == "GET" and e.error is None]
+        if gets:
+            outcome.reads = await run_in_threadpool(lambda: [self._get(e) for e in gets])
+        for entry in prepared.entries:
+            if entry.error is not None:
+                outcome.writes.append(EntryResult(entry.index, 0, entry.resource_type, error=entry.error))
+        return outcome
+
+    def _get(self, entry: PreparedEntry) -> ReadResult:
+        try:
+            if entry.resource_id is None:
+                params = _parse_query(entry.query or "")
+                result = self._reads.search(entry.resource_type, params, strict=False, max_count=self._max_count)
+                return ReadResult(entry.index, search=result)
+            if entry.version_id is not None:
+                return ReadResult(entry.index, self._reads.vread(entry.resource_type, entry.resource_id, entry.version_id))
+            return ReadResult(entry.index, self._reads.read(entry.resource_type, entry.resource_id))
+        except IngestError as exc:
+            return ReadResult(entry.index, error=exc)
+
+
+def _parse_query(query: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    return parse_qsl(query, keep_blank_values=True)
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _key(header: str | None, prepared: PreparedBundle) -> str | None:
+    if header is not None:
+        return f"h:{_hash(header)}"
+    if prepared.identifier is not None:
+        system, value = prepared.identifier
+        return f"b:{_hash(system + '|' + value)}"
+    return None

@@ -1,0 +1,263 @@
+"""Apply a prepared transaction or batch inside a journal write job.
+
+This is the ordered half of ingestion: it sees the current state (versions,
+identifier tokens), resolves conditional operations and references, assigns
+versions and ``meta``, and writes version rows. A transaction either writes all
+its rows or raises (the journal rolls its savepoint back); a batch writes each
+entry in its own nested savepoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ingest import conditional
+from ingest.errors import (
+    ConflictError,
+    IngestError,
+    InvalidInputError,
+    Issue,
+    error_from_code,
+    PreconditionFailedError,
+    entry_issue,
+)
+from ingest.journal import WriteContext
+from ingest.prepared import PreparedBundle, PreparedEntry
+from security.pseudonym import Pseudonymizer
+from security.sealing import RowSealer
+
+
+@dataclass(slots=True)
+class EntryResult:
+    index: int
+    status: int
+    resource_type: str = ""
+    resource_id: str | None = None
+    version: int | None = None
+    last_updated_us: int | None = None
+    body: bytes | None = None  # final JSON of the written (or matched) resource
+    error: IngestError | None = None
+
+
+@dataclass(slots=True)
+class Applied:
+    results: list[EntryResult]
+    seq: int | None = None
+    replayed: bool = False  # an idempotent retry answered from the stored outcome
+    written: int = 0
+
+
+def _summary(results: list[EntryResult]) -> bytes:
+    return orjson.dumps([
+        {
+            "i": r.index, "s": r.status, "t": r.resource_type, "id": r.resource_id, "v": r.version,
+            "u": r.last_updated_us,
+            "e": None if r.error is None else [r.error.code, [i.as_fhir() for i in r.error.issues]],
+        }
+        for r in results
+    ])
+
+
+def _replay(stored: bytes) -> list[EntryResult]:
+    out = []
+    for item in orjson.loads(stored):
+        error = None
+        if item["e"] is not None:
+            code, issues = item["e"]
+            error = error_from_code(code, [Issue(i["code"], i.get("diagnostics", ""), tuple(i.get("expression", ()))) for i in issues])
+        out.append(EntryResult(item["i"], item["s"], item["t"], item["id"], item["v"], item["u"], None, error))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    key: str
+    request_hash: str
+
+
+@dataclass(slots=True)
+class _Plan:
+    remap: dict[str, str] = field(default_factory=dict)  # tentative id -> existing id
+    refs: dict[bytes, bytes] = field(default_factory=dict)  # conditional reference -> literal
+    skip: dict[int, EntryResult] = field(default_factory=dict)  # entries answered without a write
+    tokens: tuple[bytes, bytes] = (b"", b"")  # meta placeholders (versionId, lastUpdated)
+
+
+def now_us() -> int:
+    return int(datetime.now(UTC).timestamp() * 1_000_000)
+
+
+def instant(us: int) -> str:
+    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def request_hash(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+class TransactionApplier:
+    def __init__(self, pseudo: Pseudonymizer, sealer: RowSealer) -> None:
+        self._pseudo = pseudo
+        self._sealer = sealer
+
+    def apply(self, ctx: WriteContext, bundle: PreparedBundle, idem: Idempotency | None) -> Applied:
+        """Write ``bundle``; raises IngestError (rolled back) when a transaction cannot be applied."""
+        if idem is not None:
+            stored = ctx.idempotent_response(idem.key)
+            if stored is not None:
+                if stored[0] != idem.request_hash:
+                    raise ConflictError("The idempotency key was used with a different request")
+                return Applied(results=_replay(stored[2]), replayed=True)
+        stamp = now_us()
+        writes = [e for e in bundle.entries if e.method != "GET" and e.error is None]
+        if bundle.bundle_type == "transaction":
+            results = self._apply_atomic(ctx, bundle, writes, stamp)
+        else:
+            results = self._apply_each(ctx, bundle, writes, stamp)
+        written = sum(1 for r in results if r.version is not None and r.status in (200, 201, 204))
+        seq = ctx.allocate_seq(written, stamp) if written else None
+        if seq is not None:
+            ctx.conn.execute("UPDATE versions SET seq=? WHERE seq=-1", (seq,))
+        if idem is not None:
+            ctx.remember_response(idem.key, idem.request_hash, 200, _summary(results), stamp)
+        return Applied(results=results, seq=seq, written=written)
+
+    def _apply_atomic(
+        self, ctx: WriteContext, bundle: PreparedBundle, writes: list[PreparedEntry], stamp: int
+    ) -> list[EntryResult]:
+        at = (lambda e: None) if bundle.single else (lambda e: e.index)
+        plan = self._resolve(ctx, writes, at, bundle)
+        seen: set[tuple[str, str]] = set()
+        for entry in writes:
+            target = (entry.resource_type, str(entry.resource_id))
+            if entry.index not in plan.skip and entry.method in ("PUT", "DELETE"):
+                if target in seen:
+                    raise InvalidInputError(
+                        "resource changed twice",
+                        [entry_issue(at(entry), "request.url", "duplicate", "the same resource is changed twice")],
+                    )
+                seen.add(target)
+        return [plan.skip.get(e.index) or self._write(ctx, e, plan, stamp, at(e)) for e in writes]
+
+    def _apply_each(
+        self, ctx: WriteContext, bundle: PreparedBundle, writes: list[PreparedEntry], stamp: int
+    ) -> list[EntryResult]:
+        results = []
+        for entry in writes:
+            ctx.conn.execute("SAVEPOINT entry")
+            try:
+                plan = self._resolve(ctx, [entry], lambda e: e.index, bundle)
+                result = plan.skip.get(entry.index) or self._write(ctx, entry, plan, stamp, entry.index)
+            except IngestError as exc:
+                ctx.conn.execute("ROLLBACK TO entry")
+                result = EntryResult(index=entry.index, status=0, error=exc)
+            ctx.conn.execute("RELEASE entry")
+            results.append(result)
+        return results
+
+    def _resolve(self, ctx: WriteContext, writes: list[PreparedEntry], at: Any, bundle: PreparedBundle) -> _Plan:
+        plan = _Plan(tokens=(b'"' + bundle.version_token + b'"', b'"' + bundle.updated_token + b'"'))
+        created: dict[str, set[str]] = {}
+        for entry in writes:
+            if entry.method in ("POST", "PUT") and entry.conditional is None and entry.resource_id:
+                for token in conditional.identifier_tokens(self._pseudo, entry.resource_type, entry.identifiers):
+                    created.setdefault(token, set()).add(entry.resource_id)
+        for entry in writes:
+            if entry.conditional is not None:
+                self._resolve_conditional(ctx, entry, plan, at(entry))
+        for entry in writes:
+            for ref in entry.cond_refs:
+                key = orjson.dumps(ref)
+                if key not in plan.refs:
+                    plan.refs[key] = orjson.dumps(self._resolve_reference(ctx, ref, created, at(entry)))
+        return plan
+
+    def _match(self, ctx: WriteContext, rtype: str, query: str, at: int | None, extra: Any = None) -> list[str]:
+        def exists(rid: str) -> bool:
+            cur = ctx.current(rtype, rid)
+            return cur is not None and not cur.deleted
+
+        return conditional.match(self._pseudo, rtype, query, ctx.ids_by_token, at, exists, extra)
+
+    def _resolve_conditional(self, ctx: WriteContext, entry: PreparedEntry, plan: _Plan, at: int | None) -> None:
+        assert entry.conditional is not None
+        ids = self._match(ctx, entry.resource_type, entry.conditional, at)
+        if len(ids) > 1:
+            raise PreconditionFailedError(
+                "several matches", [entry_issue(at, "request", "multiple-matches", "the conditional criteria match several resources")]
+            )
+        if entry.method == "POST" and ids:
+            plan.skip[entry.index] = self._existing(ctx, entry, ids[0])
+            plan.remap[str(entry.resource_id)] = ids[0]
+        elif entry.method == "PUT" and ids:
+            plan.remap[str(entry.resource_id)] = ids[0]
+            entry.resource_id = ids[0]
+        elif entry.method == "DELETE":
+            if ids:
+                entry.resource_id = ids[0]
+            else:
+                plan.skip[entry.index] = EntryResult(index=entry.index, status=204, resource_type=entry.resource_type)
+
+    def _existing(self, ctx: WriteContext, entry: PreparedEntry, rid: str) -> EntryResult:
+        cur = ctx.current(entry.resource_type, rid)
+        assert cur is not None
+        row = ctx.conn.execute(
+            "SELECT body FROM versions WHERE rtype=? AND id=? AND version=?", (entry.resource_type, rid, cur.version)
+        ).fetchone()
+        body = self._sealer.open(entry.resource_type, rid, cur.version, row[0]) if row and row[0] else None
+        return EntryResult(entry.index, 200, entry.resource_type, rid, cur.version, cur.last_updated, body)
+
+    def _resolve_reference(self, ctx: WriteContext, ref: str, created: dict[str, set[str]], at: int | None) -> str:
+        rtype, _, query = ref.partition("?")
+        ids = self._match(ctx, rtype, query, at, created)
+        if len(ids) != 1:
+            why = "matches no resource" if not ids else "matches several resources"
+            raise InvalidInputError(
+                "unresolvable conditional reference",
+                [entry_issue(at, "resource", "not-found" if not ids else "multiple-matches", f"a conditional reference {why}")],
+            )
+        return f"{rtype}/{ids[0]}"
+
+    def _write(self, ctx: WriteContext, entry: PreparedEntry, plan: _Plan, stamp: int, at: int | None) -> EntryResult:
+        rtype, rid = entry.resource_type, str(entry.resource_id)
+        cur = ctx.current(rtype, rid)
+        if entry.if_match is not None and (cur is None or cur.deleted or cur.version != entry.if_match):
+            raise PreconditionFailedError(
+                "version conflict", [entry_issue(at, "request.ifMatch", "conflict", "the resource is not at the expected version")]
+            )
+        if entry.method == "DELETE":
+            if cur is None or cur.deleted:
+                return EntryResult(entry.index, 204, rtype, rid)
+            version = cur.version + 1
+            ctx.write_versions([(rtype, rid, version, -1, stamp, 1, cur.patient_key, *([None] * 6), None)])
+            ctx.replace_tokens(rtype, rid, ())
+            return EntryResult(entry.index, 204, rtype, rid, version, stamp)
+        version = 1 if cur is None else cur.version + 1
+        body = self._finish_body(entry, plan, version, stamp)
+        patient_id = plan.remap.get(entry.patient_id or "", entry.patient_id)
+        patient_key = self._pseudo.patient_key(patient_id) if patient_id else None
+        cols = entry.columns
+        assert cols is not None
+        ctx.write_versions([(
+            rtype, rid, version, -1, stamp, 0, patient_key, cols.status, cols.code_system, cols.code,
+            cols.effective_us, cols.value_num, cols.value_unit, self._sealer.seal(rtype, rid, version, body),
+        )])
+        ctx.replace_tokens(rtype, rid, conditional.identifier_tokens(self._pseudo, rtype, entry.identifiers))
+        status = 201 if cur is None or cur.deleted else 200
+        return EntryResult(entry.index, status, rtype, rid, version, stamp, body)
+
+    def _finish_body(self, entry: PreparedEntry, plan: _Plan, version: int, stamp: int) -> bytes:
+        assert entry.body is not None
+        body = entry.body
+        for tentative, real in plan.remap.items():
+            if tentative.encode() in body:
+                body = body.replace(tentative.encode(), real.encode())
+        for ref, literal in plan.refs.items():
+            body = body.replace(ref, literal)
+        body = body.replace(plan.tokens[0], orjson.dumps(str(version)), 1)
+        return body.replace(plan.tokens[1], orjson.dumps(instant(stamp)), 1)

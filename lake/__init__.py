@@ -1,0 +1,1 @@
+"""The lake: the only package that imports pyiceberg and pyarrow."""

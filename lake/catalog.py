@@ -1,0 +1,85 @@
+"""The Iceberg catalog of the embedded default: ``SqlCatalog`` on SQLite, local warehouse."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.table import Table
+
+from lake.schema import SCHEMA, SORT_ORDER, all_tables, partition_spec
+
+_TABLE_PROPERTIES = {
+    "write.parquet.compression-codec": "zstd",
+    "write.target-file-size-bytes": str(256 * 1024 * 1024),
+    "commit.retry.num-retries": "10",
+    "format-version": "2",
+}
+
+
+class LakeCatalog:
+    """Owns the catalog connection and a cache of loaded tables."""
+
+    def __init__(self, catalog: Catalog, namespace: str, buckets: int) -> None:
+        self.catalog = catalog
+        self.namespace = namespace
+        self._buckets = buckets
+        self._tables: dict[str, Table] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def embedded(cls, lake_dir: Path, namespace: str = "fhir", buckets: int = 8) -> LakeCatalog:
+        """The SQLite catalog and file warehouse under ``lake_dir``."""
+        warehouse = lake_dir / "warehouse"
+        warehouse.mkdir(parents=True, exist_ok=True)
+        catalog = SqlCatalog(
+            "fhirlake",
+            uri=f"sqlite:///{lake_dir / 'catalog.db'}",
+            warehouse=warehouse.resolve().as_uri(),
+        )
+        return cls(catalog, namespace, buckets)
+
+    def ensure_tables(self) -> None:
+        """Create the namespace and every table that does not exist yet."""
+        try:
+            self.catalog.create_namespace(self.namespace)
+        except NamespaceAlreadyExistsError:
+            pass
+        for name in all_tables():
+            ident = f"{self.namespace}.{name}"
+            try:
+                self.catalog.create_table(
+                    ident,
+                    schema=SCHEMA,
+                    partition_spec=partition_spec(self._buckets),
+                    sort_order=SORT_ORDER,
+                    properties=_TABLE_PROPERTIES,
+                )
+            except TableAlreadyExistsError:
+                pass
+
+    def table(self, name: str, *, fresh: bool = False) -> Table:
+        """The table ``name``, from cache unless ``fresh`` (raises NoSuchTableError)."""
+        with self._lock:
+            cached = self._tables.get(name)
+        if cached is not None and not fresh:
+            return cached
+        table = self.catalog.load_table(f"{self.namespace}.{name}")
+        with self._lock:
+            self._tables[name] = table
+        return table
+
+    def remember(self, name: str, table: Table) -> None:
+        """Cache the table state a commit just produced."""
+        with self._lock:
+            self._tables[name] = table
+
+    def has_table(self, name: str) -> bool:
+        try:
+            self.table(name)
+        except NoSuchTableError:
+            return False
+        return True

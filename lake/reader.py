@@ -1,0 +1,50 @@
+"""Reads from the lake tables: resource bodies by id and version, table scans."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pyarrow as pa
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
+
+from lake.catalog import LakeCatalog
+from lake.schema import table_for
+
+
+class LakeReader:
+    def __init__(self, catalog: LakeCatalog) -> None:
+        self._catalog = catalog
+
+    def bodies(
+        self, resource_type: str, keys: Iterable[tuple[str, int, str | None]]
+    ) -> dict[tuple[str, int], bytes]:
+        """Stored bodies of the given ``(id, version, patient_key)`` versions.
+
+        The patient keys prune the scan to their bucket partitions.
+        """
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        ids = sorted({k[0] for k in wanted})
+        filt: BooleanExpression = In("id", ids) if len(ids) > 1 else EqualTo("id", ids[0])
+        patients = {k[2] for k in wanted}
+        if None not in patients:
+            keys_set = sorted(p for p in patients if p is not None)
+            pfilt = In("patient_key", keys_set) if len(keys_set) > 1 else EqualTo("patient_key", keys_set[0])
+            filt = And(pfilt, filt)
+        filt = And(EqualTo("resource_type", resource_type), filt)
+        table = self._catalog.table(table_for(resource_type))
+        data = table.scan(row_filter=filt, selected_fields=("id", "version", "resource")).to_arrow()
+        found: dict[tuple[str, int], bytes] = {}
+        versions = {(k[0], k[1]) for k in wanted}
+        for rid, version, body in zip(
+            data.column("id").to_pylist(), data.column("version").to_pylist(), data.column("resource").to_pylist(),
+            strict=True,
+        ):
+            if (rid, version) in versions and body is not None:
+                found[(rid, version)] = body.encode()
+        return found
+
+    def scan(self, table_name: str, columns: tuple[str, ...] = ("*",)) -> pa.Table:
+        """The whole current snapshot of ``table_name`` (for operators and tests)."""
+        return self._catalog.table(table_name, fresh=True).scan(selected_fields=columns).to_arrow()

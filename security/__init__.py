@@ -1,0 +1,1 @@
+"""Keys, pseudonyms and (in later work) field encryption and access control."""
