@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.fixtures.app", "tests.fixtures.server", "tests.fixtures.data"]
