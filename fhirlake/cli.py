@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -21,7 +20,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="directory holding all state (default: FHIRLAKE_DATA_DIR or ./fhirlake-data)")
+    parser.add_argument(
+        "--data-dir", help="directory holding all state (default: FHIRLAKE_DATA_DIR or ./fhirlake-data)"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -59,16 +60,18 @@ def cmd_lake_maintain(args: argparse.Namespace) -> int:
         min_files=settings.lake.compact_min_files,
         target_rows=settings.lake.target_file_rows,
     )
-    _print({
-        name: {
-            "files_before": report.files_before[name],
-            "files_after": report.files_after[name],
-            "rows": report.rows[name],
-            "expired_snapshots": report.expired_snapshots[name],
+    _print(
+        {
+            name: {
+                "files_before": report.files_before[name],
+                "files_after": report.files_after[name],
+                "rows": report.rows[name],
+                "expired_snapshots": report.expired_snapshots[name],
+            }
+            for name in report.files_before
+            if report.files_before[name] or report.rows[name]
         }
-        for name in report.files_before
-        if report.files_before[name] or report.rows[name]
-    })
+    )
     return 0
 
 

@@ -1,9 +1,9 @@
 """Root of the error hierarchy shared by every package.
 
-    FhirlakeError               stable ``code``, PHI-free message
-     ├── ingest.errors.IngestError
-     ├── lake.errors.LakeError
-     └── security.errors.SecurityError
+FhirlakeError               stable ``code``, PHI-free message
+ ├── ingest.errors.IngestError
+ ├── lake.errors.LakeError
+ └── security.errors.SecurityError
 """
 
 from __future__ import annotations

@@ -13,11 +13,36 @@ from typing import Any
 
 import structlog
 
-SAFE_KEYS = frozenset({
-    "event", "level", "timestamp", "logger", "request_id", "method", "route", "status", "ms", "error",
-    "rows", "seq", "table", "files", "commits", "host", "port", "workers", "tables", "bundles",
-    "resources", "snapshots", "removed", "tls", "count", "seconds",
-})
+SAFE_KEYS = frozenset(
+    {
+        "event",
+        "level",
+        "timestamp",
+        "logger",
+        "request_id",
+        "method",
+        "route",
+        "status",
+        "ms",
+        "error",
+        "rows",
+        "seq",
+        "table",
+        "files",
+        "commits",
+        "host",
+        "port",
+        "workers",
+        "tables",
+        "bundles",
+        "resources",
+        "snapshots",
+        "removed",
+        "tls",
+        "count",
+        "seconds",
+    }
+)
 REDACTED = "[redacted]"
 
 

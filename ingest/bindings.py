@@ -23,26 +23,43 @@ CODE_BINDINGS: dict[str, dict[str, frozenset[str]]] = {
     "Person": {"gender": _GENDER},
     "Observation": {
         "status": frozenset(
-            {"registered", "preliminary", "final", "amended", "corrected", "cancelled",
-             "entered-in-error", "unknown"}
+            {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
         )
     },
     "DiagnosticReport": {
         "status": frozenset(
-            {"registered", "partial", "preliminary", "final", "amended", "corrected", "appended",
-             "cancelled", "entered-in-error", "unknown"}
+            {
+                "registered",
+                "partial",
+                "preliminary",
+                "final",
+                "amended",
+                "corrected",
+                "appended",
+                "cancelled",
+                "entered-in-error",
+                "unknown",
+            }
         )
     },
     "Encounter": {
         "status": frozenset(
-            {"planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
-             "entered-in-error", "unknown"}
+            {
+                "planned",
+                "arrived",
+                "triaged",
+                "in-progress",
+                "onleave",
+                "finished",
+                "cancelled",
+                "entered-in-error",
+                "unknown",
+            }
         )
     },
     "Procedure": {
         "status": frozenset(
-            {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
-             "entered-in-error", "unknown"}
+            {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error", "unknown"}
         )
     },
     "MedicationRequest": {
@@ -50,14 +67,12 @@ CODE_BINDINGS: dict[str, dict[str, frozenset[str]]] = {
             {"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"}
         ),
         "intent": frozenset(
-            {"proposal", "plan", "order", "original-order", "reflex-order", "filler-order",
-             "instance-order", "option"}
+            {"proposal", "plan", "order", "original-order", "reflex-order", "filler-order", "instance-order", "option"}
         ),
     },
     "MedicationStatement": {
         "status": frozenset(
-            {"active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown",
-             "not-taken"}
+            {"active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown", "not-taken"}
         )
     },
     "MedicationAdministration": {
@@ -75,14 +90,32 @@ CODE_BINDINGS: dict[str, dict[str, frozenset[str]]] = {
     "ServiceRequest": {
         "status": _REQUEST_STATUS,
         "intent": frozenset(
-            {"proposal", "plan", "directive", "order", "original-order", "reflex-order", "filler-order",
-             "instance-order", "option"}
+            {
+                "proposal",
+                "plan",
+                "directive",
+                "order",
+                "original-order",
+                "reflex-order",
+                "filler-order",
+                "instance-order",
+                "option",
+            }
         ),
     },
     "Goal": {
         "lifecycleStatus": frozenset(
-            {"proposed", "planned", "accepted", "active", "on-hold", "completed", "cancelled",
-             "entered-in-error", "rejected"}
+            {
+                "proposed",
+                "planned",
+                "accepted",
+                "active",
+                "on-hold",
+                "completed",
+                "cancelled",
+                "entered-in-error",
+                "rejected",
+            }
         )
     },
     "DocumentReference": {"status": frozenset({"current", "superseded", "entered-in-error"})},

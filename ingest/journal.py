@@ -187,10 +187,9 @@ class Journal:
         return current_of(self.reader(), rtype, rid)
 
     def version(self, rtype: str, rid: str, version: int) -> tuple[Any, ...] | None:
-        return self.reader().execute(
-            f"SELECT {VERSION_COLUMNS} FROM versions WHERE rtype=? AND id=? AND version=?",  # noqa: S608
-            (rtype, rid, version),
-        ).fetchone()
+        sql = f"SELECT {VERSION_COLUMNS} FROM versions WHERE rtype=? AND id=? AND version=?"  # noqa: S608
+        row: tuple[Any, ...] | None = self.reader().execute(sql, (rtype, rid, version)).fetchone()
+        return row
 
     def ids_by_token(self, rtype: str, tokens: Iterable[str]) -> list[str]:
         return ids_by_token(self.reader(), rtype, tokens)
@@ -200,9 +199,11 @@ class Journal:
         return int(row[0])
 
     def idempotent_response(self, key: str) -> tuple[str, int, bytes] | None:
-        row = self.reader().execute(
-            "SELECT request_hash, status, response FROM idempotency WHERE key=?", (key,)
-        ).fetchone()
+        row = (
+            self.reader()
+            .execute("SELECT request_hash, status, response FROM idempotency WHERE key=?", (key,))
+            .fetchone()
+        )
         return None if row is None else (row[0], int(row[1]), bytes(row[2]))
 
     # -- lake.rows.RowSource ----------------------------------------------------------------------
@@ -224,10 +225,14 @@ class Journal:
         return end
 
     def rows_between(self, after_seq: int, upto_seq: int) -> list[VersionRow]:
-        rows = self.reader().execute(
-            f"SELECT {VERSION_COLUMNS} FROM versions WHERE seq > ? AND seq <= ? ORDER BY seq",  # noqa: S608
-            (after_seq, upto_seq),
-        ).fetchall()
+        rows = (
+            self.reader()
+            .execute(
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE seq > ? AND seq <= ? ORDER BY seq",  # noqa: S608
+                (after_seq, upto_seq),
+            )
+            .fetchall()
+        )
         return [VersionRow(*r) for r in rows]
 
     def mark_committed(self, seq: int) -> None:
@@ -279,7 +284,9 @@ class WriteContext:
 
     def allocate_seq(self, entries: int, accepted_us: int) -> int:
         seq = self.next_seq
-        self.conn.execute("INSERT INTO transactions(seq, accepted, entries) VALUES (?,?,?)", (seq, accepted_us, entries))
+        self.conn.execute(
+            "INSERT INTO transactions(seq, accepted, entries) VALUES (?,?,?)", (seq, accepted_us, entries)
+        )
         self.next_seq += 1
         return seq
 

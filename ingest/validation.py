@@ -1,6 +1,6 @@
 """The validation worker pool: ``ingest.prepare`` on every core.
 
-Validation with ``fhir.resources`` is the hot spot of ingestion (2k–4k
+Validation with ``fhir.resources`` is the hot spot of ingestion (2k-4k
 resources/s per core), so request bodies go as bytes to a process pool and come
 back as prepared entries; the event loop never validates.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -44,13 +45,11 @@ class LakeCatalog:
 
     def ensure_tables(self) -> None:
         """Create the namespace and every table that does not exist yet."""
-        try:
+        with contextlib.suppress(NamespaceAlreadyExistsError):
             self.catalog.create_namespace(self.namespace)
-        except NamespaceAlreadyExistsError:
-            pass
         for name in all_tables():
             ident = f"{self.namespace}.{name}"
-            try:
+            with contextlib.suppress(TableAlreadyExistsError):
                 self.catalog.create_table(
                     ident,
                     schema=SCHEMA,
@@ -58,8 +57,6 @@ class LakeCatalog:
                     sort_order=SORT_ORDER,
                     properties=_TABLE_PROPERTIES,
                 )
-            except TableAlreadyExistsError:
-                pass
 
     def table(self, name: str, *, fresh: bool = False) -> Table:
         """The table ``name``, from cache unless ``fresh`` (raises NoSuchTableError)."""

@@ -1,8 +1,8 @@
 """Errors raised by the lake.
 
-    LakeError                 (fhirlake.errors.FhirlakeError)
-     ├── LakeUnavailableError the catalog or warehouse cannot be reached or committed to
-     └── LakeDataError        a row read back from the lake is missing or malformed
+LakeError                 (fhirlake.errors.FhirlakeError)
+ ├── LakeUnavailableError the catalog or warehouse cannot be reached or committed to
+ └── LakeDataError        a row read back from the lake is missing or malformed
 """
 
 from __future__ import annotations

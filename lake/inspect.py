@@ -18,11 +18,14 @@ def describe(catalog: LakeCatalog) -> dict[str, Any]:
             "rows": sum(f.record_count for f in files),
             "data_files": len(files),
             "snapshots": len(table.snapshots()),
-            "commits": sum(1 for s in table.snapshots() if s.summary is not None),
-            "data_files_written": sum(
-                int((s.summary or {}).get("added-data-files", 0) or 0) for s in table.snapshots()
-            ),
+            "commits": len(table.snapshots()),
+            "data_files_written": sum(_added_files(s.summary) for s in table.snapshots()),
             "journal_seq": int(table.properties.get(JOURNAL_SEQ_PROPERTY, "0")),
             "partition_spec": str(table.spec()),
         }
     return out
+
+
+def _added_files(summary: Any) -> int:
+    value = None if summary is None else summary.get("added-data-files")
+    return int(value or 0)

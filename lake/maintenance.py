@@ -69,7 +69,7 @@ def compact_table(catalog: LakeCatalog, name: str, *, min_files: int, target_row
         groups: dict[tuple[object, ...], list[DataFile]] = defaultdict(list)
         for data_file in _live_files(table):
             if data_file.record_count < target_rows:
-                groups[tuple(data_file.partition)].append(data_file)
+                groups[_partition_key(data_file)].append(data_file)
         victims = [files for files in groups.values() if len(files) >= min_files]
         if not victims:
             return 0
@@ -85,15 +85,14 @@ def compact_table(catalog: LakeCatalog, name: str, *, min_files: int, target_row
 
 def _rewrite(table: Table, groups: list[list[DataFile]]) -> int:
     parts = [
-        pq.read_table(table.io.new_input(f.file_path).open(), schema=ARROW_SCHEMA)
-        for files in groups
-        for f in files
+        pq.read_table(table.io.new_input(f.file_path).open(), schema=ARROW_SCHEMA) for files in groups for f in files
     ]
     merged = sort_for_patients(pa.concat_tables(parts))
     new_files = list(_dataframe_to_data_files(table.metadata, merged, table.io))
-    with table.transaction() as tx, tx.update_snapshot(
-        snapshot_properties={"fhirlake.operation": "compact"}
-    ).overwrite() as rewrite:
+    with (
+        table.transaction() as tx,
+        tx.update_snapshot(snapshot_properties={"fhirlake.operation": "compact"}).overwrite() as rewrite,
+    ):
         for files in groups:
             for old in files:
                 rewrite.delete_data_file(old)
@@ -110,8 +109,15 @@ def expire_snapshots(catalog: LakeCatalog, name: str, retention_s: float) -> int
         return 0
     cutoff = datetime.now(UTC) - timedelta(seconds=retention_s)
     cutoff_ms = int(cutoff.timestamp() * 1000)
-    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id != current.snapshot_id]
+    old = [
+        s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id != current.snapshot_id
+    ]
     if not old:
         return 0
     table.maintenance.expire_snapshots().by_ids(old).commit()
     return len(old)
+
+
+def _partition_key(data_file: DataFile) -> tuple[object, ...]:
+    record = data_file.partition
+    return tuple(record[i] for i in range(len(record)))

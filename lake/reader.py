@@ -15,9 +15,7 @@ class LakeReader:
     def __init__(self, catalog: LakeCatalog) -> None:
         self._catalog = catalog
 
-    def bodies(
-        self, resource_type: str, keys: Iterable[tuple[str, int, str | None]]
-    ) -> dict[tuple[str, int], bytes]:
+    def bodies(self, resource_type: str, keys: Iterable[tuple[str, int, str | None]]) -> dict[tuple[str, int], bytes]:
         """Stored bodies of the given ``(id, version, patient_key)`` versions.
 
         The patient keys prune the scan to their bucket partitions.
@@ -26,19 +24,20 @@ class LakeReader:
         if not wanted:
             return {}
         ids = sorted({k[0] for k in wanted})
-        filt: BooleanExpression = In("id", ids) if len(ids) > 1 else EqualTo("id", ids[0])
+        filt = _one_of("id", ids)
         patients = {k[2] for k in wanted}
         if None not in patients:
             keys_set = sorted(p for p in patients if p is not None)
-            pfilt = In("patient_key", keys_set) if len(keys_set) > 1 else EqualTo("patient_key", keys_set[0])
-            filt = And(pfilt, filt)
-        filt = And(EqualTo("resource_type", resource_type), filt)
+            filt = And(_one_of("patient_key", keys_set), filt)
+        filt = And(_one_of("resource_type", [resource_type]), filt)
         table = self._catalog.table(table_for(resource_type))
         data = table.scan(row_filter=filt, selected_fields=("id", "version", "resource")).to_arrow()
         found: dict[tuple[str, int], bytes] = {}
         versions = {(k[0], k[1]) for k in wanted}
         for rid, version, body in zip(
-            data.column("id").to_pylist(), data.column("version").to_pylist(), data.column("resource").to_pylist(),
+            data.column("id").to_pylist(),
+            data.column("version").to_pylist(),
+            data.column("resource").to_pylist(),
             strict=True,
         ):
             if (rid, version) in versions and body is not None:
@@ -48,3 +47,10 @@ class LakeReader:
     def scan(self, table_name: str, columns: tuple[str, ...] = ("*",)) -> pa.Table:
         """The whole current snapshot of ``table_name`` (for operators and tests)."""
         return self._catalog.table(table_name, fresh=True).scan(selected_fields=columns).to_arrow()
+
+
+def _one_of(column: str, values: list[str]) -> BooleanExpression:
+    # pyiceberg's predicates are pydantic models whose generated signature mypy misreads.
+    if len(values) == 1:
+        return EqualTo(column, values[0])  # type: ignore[call-arg, arg-type]
+    return In(column, values)  # type: ignore[call-arg, arg-type]

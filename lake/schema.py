@@ -30,11 +30,33 @@ from pyiceberg.types import (
 TABLE_OF_TYPE: dict[str, str] = {
     t: t.lower()
     for t in (
-        "Patient", "Encounter", "Observation", "Condition", "Procedure", "MedicationRequest",
-        "MedicationAdministration", "MedicationStatement", "Medication", "Immunization",
-        "AllergyIntolerance", "DiagnosticReport", "DocumentReference", "CarePlan", "CareTeam", "Goal",
-        "ServiceRequest", "Claim", "ExplanationOfBenefit", "Coverage", "Practitioner",
-        "PractitionerRole", "Organization", "Location", "Device", "ImagingStudy", "Provenance",
+        "Patient",
+        "Encounter",
+        "Observation",
+        "Condition",
+        "Procedure",
+        "MedicationRequest",
+        "MedicationAdministration",
+        "MedicationStatement",
+        "Medication",
+        "Immunization",
+        "AllergyIntolerance",
+        "DiagnosticReport",
+        "DocumentReference",
+        "CarePlan",
+        "CareTeam",
+        "Goal",
+        "ServiceRequest",
+        "Claim",
+        "ExplanationOfBenefit",
+        "Coverage",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "Location",
+        "Device",
+        "ImagingStudy",
+        "Provenance",
     )
 }
 OTHER_TABLE = "other_resource"

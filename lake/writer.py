@@ -103,18 +103,19 @@ class LakeWriter:
         written = 0
         with self._flush_lock:
             while True:
-                n = self._flush_window()
+                seen, n = self._flush_window()
                 written += n
-                if n == 0:
+                if seen == 0:
                     break
             self._prune()
         return written
 
-    def _flush_window(self) -> int:
+    def _flush_window(self) -> tuple[int, int]:
+        """Write one window of whole transactions; returns (rows read, rows written)."""
         low = self._source.committed_seq()
         high = self._source.window_end(low, self._max_rows)
         if high <= low:
-            return 0
+            return 0, 0
         rows = self._source.rows_between(low, high)
         groups: dict[str, list[VersionRow]] = defaultdict(list)
         for row in rows:
@@ -126,7 +127,7 @@ class LakeWriter:
         self.stats.windows += 1
         if self._on_flush is not None:
             self._on_flush(high)
-        return max(written, 1) if rows else 0
+        return max(len(rows), 1), written
 
     def _commit_table(self, name: str, rows: list[VersionRow], high: int) -> int:
         for attempt in range(_COMMIT_ATTEMPTS):
@@ -148,7 +149,7 @@ class LakeWriter:
             self._catalog.remember(name, table)
             snapshot = table.current_snapshot()
             summary = snapshot.summary if snapshot is not None else None
-            self.stats.data_files += int((summary or {}).get("added-data-files", 0) or 0)
+            self.stats.data_files += int((summary.get("added-data-files") if summary else None) or 0)
             self.stats.commits += 1
             self.stats.rows += len(pending)
             return len(pending)

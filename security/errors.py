@@ -1,7 +1,7 @@
 """Errors raised by the security package.
 
-    SecurityError            (fhirlake.errors.FhirlakeError)
-     └── KeyStoreError       a key file is missing, unreadable or has unsafe permissions
+SecurityError            (fhirlake.errors.FhirlakeError)
+ └── KeyStoreError       a key file is missing, unreadable or has unsafe permissions
 """
 
 from __future__ import annotations

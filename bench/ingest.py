@@ -1,0 +1,529 @@
+"""End-to-end ingestion benchmark: Synthea bundles through ``POST /fhir`` into Iceberg.
+
+Runs the validation-only baseline first (server not started yet), then starts
+``fhirlake serve`` on a fresh data directory, posts re-keyed copies of the
+Synthea transaction bundles from concurrent clients, stops the server with
+SIGTERM (it drains every accepted row into Iceberg) and checks the lake.
+
+    /tmp/v/bin/python bench/ingest.py [--resources 100000] [--clients 8] [--out bench/results/ingest.json]
+
+See bench/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHEA = REPO / "tests" / "data" / "synthea_r4"
+TARGET_RESOURCES_PER_S = 2000.0
+TARGET_BASELINE_RATIO = 0.6
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_COPY_SLOT = "__FHIRLAKE_BENCH_COPY__"
+_SLOT = re.compile(f"({_UUID}|{_COPY_SLOT})")
+_BASELINE_CHUNK = 256
+
+# -- workload ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A bundle's text split into literals (even indexes) and slots (odd: a UUID or the copy slot)."""
+
+    parts: tuple[str, ...]
+    resources: int
+
+
+@dataclass(slots=True)
+class Workload:
+    bundles: list[bytes] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # resources per bundle
+    resources: list[bytes] = field(default_factory=list)  # every resource alone, for the baseline
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+
+def _mark(doc: dict[str, Any]) -> dict[str, Any]:
+    """Add the per-copy slots: Bundle.identifier and distinct Patient identifiers."""
+    doc["identifier"] = {"system": "urn:fhirlake:bench", "value": str(uuid.uuid4())}
+    for entry in doc["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] != "Patient":
+            continue
+        for ident in resource.get("identifier", []):
+            if isinstance(ident.get("value"), str) and not re.fullmatch(_UUID, ident["value"]):
+                ident["value"] = f"{ident['value']}-{_COPY_SLOT}"
+        resource.setdefault("identifier", []).append({"system": "urn:fhirlake:bench:patient", "value": str(uuid.uuid4())})
+    return doc
+
+
+def load_templates(directory: Path) -> list[Template]:
+    templates = []
+    for path in sorted(directory.glob("*.json")):
+        doc = _mark(orjson.loads(path.read_bytes()))
+        text = orjson.dumps(doc).decode()
+        templates.append(Template(tuple(_SLOT.split(text)), len(doc["entry"])))
+    return templates
+
+
+def rekey(template: Template, copy: int) -> bytes:
+    """One copy of ``template``: every UUID replaced consistently by a fresh one."""
+    fresh: dict[str, str] = {}
+    out = list(template.parts)
+    for i in range(1, len(out), 2):
+        slot = out[i]
+        out[i] = str(copy) if slot == _COPY_SLOT else fresh.setdefault(slot.lower(), str(uuid.uuid4()))
+    return "".join(out).encode()
+
+
+def build_workload(target: int) -> Workload:
+    templates = load_templates(SYNTHEA)
+    workload = Workload()
+    copy = 0
+    while workload.total < target:
+        template = templates[copy % len(templates)]
+        raw = rekey(template, copy)
+        workload.bundles.append(raw)
+        workload.sizes.append(template.resources)
+        workload.resources.extend(orjson.dumps(e["resource"]) for e in orjson.loads(raw)["entry"])
+        copy += 1
+    return workload
+
+
+# -- validation-only baseline (runs in pool workers) ----------------------------------------------
+
+_MODELS: dict[str, Any] = {}
+
+
+def _model(resource_type: str) -> Any:
+    model = _MODELS.get(resource_type)
+    if model is None:
+        from fhir.resources.R4B import get_fhir_model_class
+
+        model = _MODELS[resource_type] = get_fhir_model_class(resource_type)
+    return model
+
+
+def _baseline_init(samples: list[bytes], ready: Any) -> None:
+    for raw in samples:
+        obj = orjson.loads(raw)
+        _model(obj["resourceType"]).model_validate(obj)
+    ready.wait()
+
+
+def _validate_chunk(chunk: list[bytes]) -> int:
+    for raw in chunk:
+        obj = orjson.loads(raw)
+        _model(obj["resourceType"]).model_validate(obj)
+    return len(chunk)
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    workers: int
+    resources: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.resources / self.seconds
+
+
+def run_baseline(resources: list[bytes], workers: int) -> Baseline:
+    samples = list({orjson.loads(r)["resourceType"]: r for r in resources}.values())
+    chunks = [resources[i : i + _BASELINE_CHUNK] for i in range(0, len(resources), _BASELINE_CHUNK)]
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Barrier(workers + 1)
+    with ctx.Pool(workers, initializer=_baseline_init, initargs=(samples, ready)) as pool:
+        ready.wait(timeout=300)  # every worker has imported and exercised each model class
+        started = time.perf_counter()
+        done = sum(pool.imap_unordered(_validate_chunk, chunks))
+        seconds = time.perf_counter() - started
+    return Baseline(workers, done, seconds)
+
+
+# -- the server under test ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``fhirlake serve`` as a subprocess on its own data directory; stderr goes to ``log``."""
+
+    def __init__(self, data_dir: Path, log: Path, env: dict[str, str]) -> None:
+        self.data_dir, self.log, self.env = data_dir, log, env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        cmd = [sys.executable, "-m", "fhirlake.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, "--data-dir", str(self.data_dir)], stdout=log, stderr=log, env=self.env, cwd=REPO
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log}")
+            if self._healthy():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"server not healthy after {timeout:.0f}s; see {self.log}")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = 900.0) -> tuple[float, int | None]:
+        """SIGTERM, wait for the drain; returns (seconds, exit code or None if it had to be killed)."""
+        assert self.proc is not None
+        started = time.perf_counter()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            code = None
+        return time.perf_counter() - started, code
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of a process tree (the server and its pool workers), sampled every ``interval``."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.peak_tree = self.peak_main = self.peak_at_mark = 0
+        self.cpu: dict[str, float] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            try:
+                self._sample()
+            except psutil.NoSuchProcess:
+                if not self.proc.is_running():
+                    return
+
+    def _sample(self) -> None:
+        main = self.proc.memory_info().rss
+        tree = main
+        for child in self.proc.children(recursive=True):
+            try:
+                tree += child.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        self.peak_main, self.peak_tree = max(self.peak_main, main), max(self.peak_tree, tree)
+
+    def mark(self) -> None:
+        """End of posting: remember the peak so far and the CPU seconds spent by each part of the tree."""
+        self.peak_at_mark = self.peak_tree
+        times = self.proc.cpu_times()
+        self.cpu = {"server_main_s": times.user + times.system, "children_s": 0.0}
+        for child in self.proc.children(recursive=True):
+            try:
+                ct = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            self.cpu["children_s"] += ct.user + ct.system
+
+    def halt(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+# -- posting ------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Posting:
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+    client_cpu_s: float = 0.0
+
+    def fail(self, why: str) -> None:
+        self.failures += 1
+        if len(self.errors) < 10:
+            self.errors.append(why)
+
+
+HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json", "Prefer": "return=minimal"}
+
+
+def check_response(resp: httpx.Response, expected: int) -> str | None:
+    """None when ``resp`` is a 200 transaction-response with ``expected`` entries, all 201."""
+    if resp.status_code != 200:
+        return f"HTTP {resp.status_code}: {resp.text[:300]}"
+    doc = orjson.loads(resp.content)
+    if doc.get("type") != "transaction-response":
+        return f"not a transaction-response: {doc.get('type')!r}"
+    statuses = [e.get("response", {}).get("status", "") for e in doc.get("entry", [])]
+    bad = [s for s in statuses if not s.startswith("201")]
+    if len(statuses) != expected or bad:
+        return f"{len(statuses)} entries for {expected} resources, not 201: {bad[:5]}"
+    return None
+
+
+async def _client(http: httpx.AsyncClient, workload: Workload, queue: list[int], result: Posting) -> None:
+    while queue:
+        i = queue.pop()
+        started = time.perf_counter()
+        try:
+            resp = await http.post("/fhir", content=workload.bundles[i], headers=HEADERS)
+            why = check_response(resp, workload.sizes[i])
+        except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        result.latencies_ms.append((time.perf_counter() - started) * 1000)
+        if why is not None:
+            result.fail(why)
+
+
+async def post_all(url: str, workload: Workload, clients: int) -> Posting:
+    result = Posting()
+    queue = list(range(len(workload.bundles) - 1, -1, -1))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600.0, limits=limits) as http:
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(_client(http, workload, queue, result) for _ in range(clients)))
+        result.seconds = time.perf_counter() - started
+        result.client_cpu_s = time.process_time() - cpu
+    return result
+
+
+# -- the lake afterwards ------------------------------------------------------------------------------
+
+
+def lake_info(data_dir: Path, env: dict[str, str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "fhirlake.cli", "lake", "info", "--data-dir", str(data_dir)]
+    out = subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=REPO).stdout
+    tables: dict[str, Any] = json.loads(out)
+    keys = ("rows", "data_files", "snapshots", "commits", "data_files_written")
+    totals = {k: sum(int(t.get(k, 0)) for t in tables.values()) for k in keys}
+    used = {name: {k: t.get(k) for k in keys} for name, t in tables.items() if t.get("rows") or t.get("commits")}
+    return {"totals": totals, "tables": used}
+
+
+def effective_settings(env: dict[str, str]) -> Any:
+    code = "from fhirlake.settings import Settings; print(Settings().model_dump_json())"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env, cwd=REPO).stdout
+    return json.loads(out)
+
+
+# -- report -------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def git_commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO, check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "timestamp_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": git_commit(),
+    }
+
+
+def posting_numbers(workload: Workload, posting: Posting, drain_s: float) -> dict[str, Any]:
+    lat = posting.latencies_ms
+    return {
+        "bundles": len(workload.bundles),
+        "resources": workload.total,
+        "posting_s": round(posting.seconds, 3),
+        "drain_s": round(drain_s, 3),
+        "resources_per_s": round(workload.total / posting.seconds, 1),
+        "lake_complete_resources_per_s": round(workload.total / (posting.seconds + drain_s), 1),
+        "latency_ms": {f"p{q}": round(percentile(lat, q), 1) for q in (50, 95, 99)} | {"max": round(max(lat), 1)},
+        "failures": posting.failures,
+        "failure_samples": posting.errors,
+        "client_cpu_s": round(posting.client_cpu_s, 2),
+    }
+
+
+def verdict(e2e: float, baseline: Baseline) -> dict[str, Any]:
+    ratio = e2e / baseline.per_s
+    return {
+        "ratio_to_baseline": round(ratio, 3),
+        "target_resources_per_s": TARGET_RESOURCES_PER_S,
+        "target_ratio": TARGET_BASELINE_RATIO,
+        "resources_per_s_met": e2e >= TARGET_RESOURCES_PER_S,
+        "ratio_met": ratio >= TARGET_BASELINE_RATIO,
+    }
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    e2e, base, srv, lake, tgt = (report[k] for k in ("end_to_end", "baseline", "server", "lake", "targets"))
+    lat = e2e["latency_ms"]
+
+    def ok(flag: bool) -> str:
+        return "MET" if flag else "NOT MET"
+
+    lines = [
+        f"fhirlake ingest benchmark — {report['machine']['timestamp_utc']}, {report['machine']['cpu_count']} cpus, "
+        f"commit {str(report['machine']['git']['commit'])[:10]}{' (dirty)' if report['machine']['git']['dirty'] else ''}",
+        f"  workload          {e2e['resources']:,} resources in {e2e['bundles']:,} transaction bundles, "
+        f"{report['settings']['clients']} clients, {report['settings']['validation_workers']} validation workers",
+        f"  baseline          {base['resources_per_s']:,.0f} resources/s validation only "
+        f"({base['workers']} processes, {base['seconds']:.1f} s)",
+        f"  end to end        {e2e['resources_per_s']:,.0f} resources/s accepted ({e2e['posting_s']:.1f} s posting)",
+        f"  latency           p50 {lat['p50']:,.0f} ms   p95 {lat['p95']:,.0f} ms   p99 {lat['p99']:,.0f} ms   "
+        f"max {lat['max']:,.0f} ms",
+        f"  drain             {e2e['drain_s']:.1f} s after SIGTERM (exit code {srv['exit_code']})",
+        f"  lake complete     {e2e['lake_complete_resources_per_s']:,.0f} resources/s (posting + drain)",
+        f"  server peak RSS   {srv['peak_rss_tree_mb']:,.0f} MB incl. children "
+        f"(main process {srv['peak_rss_main_mb']:,.0f} MB; {srv['peak_rss_posting_mb']:,.0f} MB while posting)",
+        f"  server CPU        main {srv['cpu_s']['server_main_s']:.1f} s, children {srv['cpu_s']['children_s']:.1f} s, "
+        f"client {e2e['client_cpu_s']:.1f} s over {e2e['posting_s']:.1f} s posting",
+        f"  lake              {lake['totals']['rows']:,} rows, {lake['totals']['commits']} commits, "
+        f"{lake['totals']['data_files_written']} data files written ({lake['totals']['data_files']} live)",
+        f"  failures          {e2e['failures']}" + "".join(f"\n    {e}" for e in e2e["failure_samples"]),
+        f"  target ≥ {tgt['target_resources_per_s']:,.0f} resources/s end to end: {ok(tgt['resources_per_s_met'])}",
+        f"  target ≥ {tgt['target_ratio']} of baseline: {ok(tgt['ratio_met'])} (ratio {tgt['ratio_to_baseline']:.2f})",
+    ]
+    if not lake["rows_match"]:
+        lines.append(f"  !!! LAKE ROW MISMATCH: {lake['totals']['rows']:,} rows for {e2e['resources']:,} resources posted")
+    print("\n".join(lines))
+
+
+# -- main -----------------------------------------------------------------------------------------------
+
+
+def server_env(workers: int) -> dict[str, str]:
+    return os.environ | {"FHIRLAKE_INGEST__VALIDATION_WORKERS": str(workers)}
+
+
+def run_server_phase(workload: Workload, data_dir: Path, env: dict[str, str], clients: int) -> dict[str, Any]:
+    server = Server(data_dir, data_dir.parent / "server.log", env)
+    server.start()
+    sampler = RssSampler(server.pid)
+    sampler.start()
+    try:
+        posting = asyncio.run(post_all(server.url, workload, clients))
+        sampler.mark()
+    finally:
+        drain_s, code = server.stop()
+        sampler.halt()
+    mb = 2**20
+    return {
+        "end_to_end": posting_numbers(workload, posting, drain_s),
+        "server": {
+            "exit_code": code,
+            "peak_rss_tree_mb": round(sampler.peak_tree / mb, 1),
+            "peak_rss_main_mb": round(sampler.peak_main / mb, 1),
+            "peak_rss_posting_mb": round(sampler.peak_at_mark / mb, 1),
+            "cpu_s": {k: round(v, 2) for k, v in sampler.cpu.items()},
+            "log": str(server.log),
+        },
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resources", type=int, default=100_000, help="at least this many resources (default 100000)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients (default 8)")
+    parser.add_argument("--validation-workers", type=int, default=os.cpu_count() or 1, help="server validation processes")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingest.json")
+    parser.add_argument("--keep-data", action="store_true", help="keep the temporary data directory and server log")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    workload = build_workload(args.resources)
+    baseline = run_baseline(workload.resources, os.cpu_count() or 1)
+    workload.resources = []  # the server phase does not need them; free the memory
+    env = server_env(args.validation_workers)
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "settings": {
+            "resources_requested": args.resources,
+            "clients": args.clients,
+            "validation_workers": args.validation_workers,
+            "server": effective_settings(env),
+        },
+        "baseline": asdict(baseline) | {"resources_per_s": round(baseline.per_s, 1)},
+    }
+    report |= run_server_phase(workload, tmp / "data", env, args.clients)
+    lake = lake_info(tmp / "data", env)
+    lake["rows_match"] = lake["totals"]["rows"] == workload.total
+    report["lake"] = lake
+    report["targets"] = verdict(report["end_to_end"]["resources_per_s"], baseline)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="fhirlake-bench-"))
+    report = run(args, tmp)  # on an exception the data directory and server log stay for a post-mortem
+    failed = report["end_to_end"]["failures"] or not report["lake"]["rows_match"] or report["server"]["exit_code"] != 0
+    keep = args.keep_data or bool(failed)
+    if not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_summary(report)
+    print(f"  written to {args.out}" + (f"; data and server log kept in {tmp}" if keep else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
