@@ -80,7 +80,8 @@ def _mark(doc: dict[str, Any]) -> dict[str, Any]:
         for ident in resource.get("identifier", []):
             if isinstance(ident.get("value"), str) and not re.fullmatch(_UUID, ident["value"]):
                 ident["value"] = f"{ident['value']}-{_COPY_SLOT}"
-        resource.setdefault("identifier", []).append({"system": "urn:fhirlake:bench:patient", "value": str(uuid.uuid4())})
+        bench_id = {"system": "urn:fhirlake:bench:patient", "value": str(uuid.uuid4())}
+        resource.setdefault("identifier", []).append(bench_id)
     return doc
 
 
@@ -413,14 +414,14 @@ def verdict(e2e: float, baseline: Baseline) -> dict[str, Any]:
 
 def print_summary(report: dict[str, Any]) -> None:
     e2e, base, srv, lake, tgt = (report[k] for k in ("end_to_end", "baseline", "server", "lake", "targets"))
-    lat = e2e["latency_ms"]
+    lat, box, git = e2e["latency_ms"], report["machine"], report["machine"]["git"]
 
     def ok(flag: bool) -> str:
         return "MET" if flag else "NOT MET"
 
     lines = [
-        f"fhirlake ingest benchmark — {report['machine']['timestamp_utc']}, {report['machine']['cpu_count']} cpus, "
-        f"commit {str(report['machine']['git']['commit'])[:10]}{' (dirty)' if report['machine']['git']['dirty'] else ''}",
+        f"fhirlake ingest benchmark — {box['timestamp_utc']}, {box['cpu_count']} cpus, "
+        f"commit {str(git['commit'])[:10]}{' (dirty)' if git['dirty'] else ''}",
         f"  workload          {e2e['resources']:,} resources in {e2e['bundles']:,} transaction bundles, "
         f"{report['settings']['clients']} clients, {report['settings']['validation_workers']} validation workers",
         f"  baseline          {base['resources_per_s']:,.0f} resources/s validation only "
@@ -441,7 +442,8 @@ def print_summary(report: dict[str, Any]) -> None:
         f"  target ≥ {tgt['target_ratio']} of baseline: {ok(tgt['ratio_met'])} (ratio {tgt['ratio_to_baseline']:.2f})",
     ]
     if not lake["rows_match"]:
-        lines.append(f"  !!! LAKE ROW MISMATCH: {lake['totals']['rows']:,} rows for {e2e['resources']:,} resources posted")
+        rows = lake["totals"]["rows"]
+        lines.append(f"  !!! LAKE ROW MISMATCH: {rows:,} rows for {e2e['resources']:,} resources posted")
     print("\n".join(lines))
 
 
@@ -481,7 +483,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resources", type=int, default=100_000, help="at least this many resources (default 100000)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients (default 8)")
-    parser.add_argument("--validation-workers", type=int, default=os.cpu_count() or 1, help="server validation processes")
+    parser.add_argument(
+        "--validation-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="server validation processes (default: cpu count)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ingest.json")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data directory and server log")
     return parser.parse_args(argv)
