@@ -47,6 +47,9 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 _COPY_SLOT = "__FHIRLAKE_BENCH_COPY__"
 _SLOT = re.compile(f"({_UUID}|{_COPY_SLOT})")
 _BASELINE_CHUNK = 256
+FOREIGN_LOAD_WARNING = 0.05  # share of all cores used by processes outside the benchmark
+# uvicorn re-raises the SIGTERM it caught once its graceful shutdown (and our lifespan drain) is done
+CLEAN_EXIT = (0, -signal.SIGTERM)
 
 # -- workload ---------------------------------------------------------------------------------------
 
@@ -118,6 +121,45 @@ def build_workload(target: int) -> Workload:
     return workload
 
 
+# -- other load on the machine --------------------------------------------------------------------
+
+
+def _tree_cpu_s() -> float:
+    """CPU seconds of this process and all its descendants (the server, its workers, baseline workers)."""
+    me = psutil.Process()
+    total = 0.0
+    for proc in (me, *me.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _system_busy_s() -> float:
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+
+class CpuLedger:
+    """How much CPU processes outside this benchmark used during a timed phase (they skew the numbers)."""
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._own, self._busy = _tree_cpu_s(), _system_busy_s()
+
+    def close(self) -> dict[str, float]:
+        wall = time.perf_counter() - self._wall
+        own, busy = _tree_cpu_s() - self._own, _system_busy_s() - self._busy
+        foreign = max(0.0, busy - own)
+        return {
+            "own_cpu_s": round(own, 2),
+            "foreign_cpu_s": round(foreign, 2),
+            "foreign_share": round(foreign / (wall * (os.cpu_count() or 1)), 3),
+        }
+
+
 # -- validation-only baseline (runs in pool workers) ----------------------------------------------
 
 _MODELS: dict[str, Any] = {}
@@ -151,6 +193,7 @@ class Baseline:
     workers: int
     resources: int
     seconds: float
+    machine_load: dict[str, float]
 
     @property
     def per_s(self) -> float:
@@ -164,10 +207,10 @@ def run_baseline(resources: list[bytes], workers: int) -> Baseline:
     ready = ctx.Barrier(workers + 1)
     with ctx.Pool(workers, initializer=_baseline_init, initargs=(samples, ready)) as pool:
         ready.wait(timeout=300)  # every worker has imported and exercised each model class
-        started = time.perf_counter()
+        started, ledger = time.perf_counter(), CpuLedger()
         done = sum(pool.imap_unordered(_validate_chunk, chunks))
-        seconds = time.perf_counter() - started
-    return Baseline(workers, done, seconds)
+        seconds, load = time.perf_counter() - started, ledger.close()
+    return Baseline(workers, done, seconds, load)
 
 
 # -- the server under test ------------------------------------------------------------------------
@@ -347,10 +390,12 @@ def lake_info(data_dir: Path, env: dict[str, str]) -> dict[str, Any]:
     return {"totals": totals, "tables": used}
 
 
-def effective_settings(env: dict[str, str]) -> Any:
-    code = "from fhirlake.settings import Settings; print(Settings().model_dump_json())"
+def effective_settings(env: dict[str, str]) -> dict[str, Any]:
+    """The server's settings under ``env`` (host, port and data dir come from the command line instead)."""
+    code = "from fhirlake.settings import Settings; print(Settings().model_dump_json(exclude={'data_dir', 'server'}))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env, cwd=REPO).stdout
-    return json.loads(out)
+    settings: dict[str, Any] = json.loads(out)
+    return settings
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -429,7 +474,8 @@ def print_summary(report: dict[str, Any]) -> None:
         f"  end to end        {e2e['resources_per_s']:,.0f} resources/s accepted ({e2e['posting_s']:.1f} s posting)",
         f"  latency           p50 {lat['p50']:,.0f} ms   p95 {lat['p95']:,.0f} ms   p99 {lat['p99']:,.0f} ms   "
         f"max {lat['max']:,.0f} ms",
-        f"  drain             {e2e['drain_s']:.1f} s after SIGTERM (exit code {srv['exit_code']})",
+        f"  drain             {e2e['drain_s']:.1f} s after SIGTERM "
+        f"({'clean' if srv['clean_exit'] else 'UNCLEAN'} exit, code {srv['exit_code']})",
         f"  lake complete     {e2e['lake_complete_resources_per_s']:,.0f} resources/s (posting + drain)",
         f"  server peak RSS   {srv['peak_rss_tree_mb']:,.0f} MB incl. children "
         f"(main process {srv['peak_rss_main_mb']:,.0f} MB; {srv['peak_rss_posting_mb']:,.0f} MB while posting)",
@@ -444,6 +490,12 @@ def print_summary(report: dict[str, Any]) -> None:
     if not lake["rows_match"]:
         rows = lake["totals"]["rows"]
         lines.append(f"  !!! LAKE ROW MISMATCH: {rows:,} rows for {e2e['resources']:,} resources posted")
+    for phase, load in (("baseline", base["machine_load"]), ("posting", e2e["machine_load"])):
+        if load["foreign_share"] > FOREIGN_LOAD_WARNING:
+            lines.append(
+                f"  !!! other processes used {load['foreign_share']:.0%} of the machine during {phase} "
+                f"({load['foreign_cpu_s']:.0f} cpu-s): its numbers are skewed, rerun on a quiet machine"
+            )
     print("\n".join(lines))
 
 
@@ -460,16 +512,19 @@ def run_server_phase(workload: Workload, data_dir: Path, env: dict[str, str], cl
     sampler = RssSampler(server.pid)
     sampler.start()
     try:
+        ledger = CpuLedger()
         posting = asyncio.run(post_all(server.url, workload, clients))
+        load = ledger.close()
         sampler.mark()
     finally:
         drain_s, code = server.stop()
         sampler.halt()
     mb = 2**20
     return {
-        "end_to_end": posting_numbers(workload, posting, drain_s),
+        "end_to_end": posting_numbers(workload, posting, drain_s) | {"machine_load": load},
         "server": {
             "exit_code": code,
+            "clean_exit": code in CLEAN_EXIT,
             "peak_rss_tree_mb": round(sampler.peak_tree / mb, 1),
             "peak_rss_main_mb": round(sampler.peak_main / mb, 1),
             "peak_rss_posting_mb": round(sampler.peak_at_mark / mb, 1),
@@ -521,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="fhirlake-bench-"))
     report = run(args, tmp)  # on an exception the data directory and server log stay for a post-mortem
-    failed = report["end_to_end"]["failures"] or not report["lake"]["rows_match"] or report["server"]["exit_code"] != 0
+    failed = report["end_to_end"]["failures"] or not report["lake"]["rows_match"] or not report["server"]["clean_exit"]
     keep = args.keep_data or bool(failed)
     if not keep:
         shutil.rmtree(tmp, ignore_errors=True)

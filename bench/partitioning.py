@@ -170,7 +170,7 @@ def _body(
                 }
             ],
             "referenceRange": [{"low": {"value": low, "unit": unit}, "high": {"value": high, "unit": unit}}],
-            "note": [{"text": " ".join(rng.choices(WORDS, k=rng.randint(50, 80)))}],
+            "note": [{"text": " ".join(rng.choices(WORDS, k=rng.randint(35, 55)))}],
         }
     )
 
@@ -335,6 +335,7 @@ def run_layout(
     expected: Counter[str],
     work: Path,
     *,
+    properties: dict[str, str],
     compact: bool,
 ) -> LayoutResult:
     catalog = SqlCatalog(
@@ -346,7 +347,7 @@ def run_layout(
         schema=SCHEMA,
         partition_spec=spec,
         sort_order=SORT_ORDER,
-        properties=LAKE_TABLE_PROPERTIES,
+        properties=properties,
     )
     rows = sum(b.num_rows for _, b in batches)
     seconds, written = append_windows(table, batches)
@@ -410,20 +411,30 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "pyiceberg": pyiceberg.__version__,
         "pyarrow": pa.__version__,
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--commits", type=int, default=10, help="group-commit windows (rows/commits each)")
     parser.add_argument("--reads", type=int, default=50, help="patient keys to read")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", action="append", help="run only layouts whose label starts with this")
     parser.add_argument("--no-compact", action="store_true")
+    parser.add_argument(
+        "--row-group-rows", type=int, help="set write.parquet.row-group-limit (default: the lake's setting)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/partitioning.json"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    properties = dict(LAKE_TABLE_PROPERTIES)
+    if args.row_group_rows:
+        properties["write.parquet.row-group-limit"] = str(args.row_group_rows)
     started = time.perf_counter()
     rows, expected = build_workload(args.rows, args.seed)
     build_s = time.perf_counter() - started
@@ -434,10 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = random.Random(args.seed + 1).sample(sorted(expected), min(args.reads, len(expected)))
     del rows
     gc.collect()
+    total = sum(b.num_rows for _, b in batches)
+    load_start = round(os.getloadavg()[0], 2)
     sys.stdout.write(
-        f"workload: {sum(b.num_rows for _, b in batches):,} rows, {len(expected):,} patients, "
-        f"mean body {body_bytes:,.0f} B, {len(batches)} windows; built in {build_s:.1f} s, "
-        f"rows_to_arrow {arrow_s:.1f} s\n"
+        f"workload: {total:,} rows, {len(expected):,} patients, mean body {body_bytes:,.0f} B, "
+        f"{len(batches)} windows; built in {build_s:.1f} s, rows_to_arrow {arrow_s:.1f} s\n"
     )
     results = []
     for label, spec in layouts().items():
@@ -445,25 +457,30 @@ def main(argv: list[str] | None = None) -> int:
             continue
         with tempfile.TemporaryDirectory(prefix="fhirlake-bench-") as tmp:
             t0 = time.perf_counter()
-            results.append(run_layout(label, spec, batches, keys, expected, Path(tmp), compact=not args.no_compact))
+            result = run_layout(
+                label, spec, batches, keys, expected, Path(tmp), properties=properties, compact=not args.no_compact
+            )
+            results.append(result)
             sys.stdout.write(f"  {label}: {time.perf_counter() - t0:.0f} s\n")
             sys.stdout.flush()
     sys.stdout.write(render(results) + "\n")
+    workload = {
+        "rows": total,
+        "patients": len(expected),
+        "rows_per_patient_median": statistics.median(expected.values()),
+        "body_bytes_mean": round(body_bytes),
+        "effective_span_days": SPAN_DAYS,
+        "commits": len(batches),
+        "rows_per_commit": round(total / len(batches)),
+        "patient_reads": len(keys),
+        "seed": args.seed,
+        "rows_to_arrow_s": round(arrow_s, 2),
+        "table_properties": properties,
+    }
     doc = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "workload": {
-            "rows": sum(b.num_rows for _, b in batches),
-            "patients": len(expected),
-            "rows_per_patient_median": statistics.median(expected.values()),
-            "body_bytes_mean": round(body_bytes),
-            "effective_span_days": SPAN_DAYS,
-            "commits": len(batches),
-            "rows_per_commit": round(statistics.mean(b.num_rows for _, b in batches)),
-            "patient_reads": len(keys),
-            "seed": args.seed,
-            "table_properties": LAKE_TABLE_PROPERTIES,
-        },
+        "machine": {**machine(), "load_average_1m_at_start": load_start},
+        "workload": workload,
         "layouts": [asdict(r) for r in results],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,7 @@ def build(settings: Settings) -> Container:
         catalog,
         journal,
         interval_s=settings.lake.commit_interval_s,
+        min_rows=settings.lake.commit_min_rows,
         max_rows=settings.lake.max_batch_rows,
         hot_retention_s=settings.lake.hot_retention_s,
     )

@@ -36,7 +36,10 @@ class IngestSettings(BaseModel):
 
 class LakeSettings(BaseModel):
     namespace: str = "fhir"
-    commit_interval_s: float = Field(default=1.0, gt=0)
+    commit_interval_s: float = Field(
+        default=5.0, gt=0, description="Longest time an accepted row waits before its Iceberg commit."
+    )
+    commit_min_rows: int = Field(default=25_000, ge=1, description="Commit earlier once this many rows wait.")
     max_batch_rows: int = Field(default=50_000, ge=1)
     patient_buckets: int = Field(default=8, ge=1, le=1024)
     hot_retention_s: float = Field(

@@ -21,17 +21,19 @@ def capability_statement(base: str) -> dict[str, Any]:
         ]
         if rtype in PATIENT_TYPES:
             params += [{"name": "patient", "type": "reference"}, {"name": "subject", "type": "reference"}]
-        resources.append({
-            "type": rtype,
-            "interaction": [{"code": c} for c in _INTERACTIONS],
-            "versioning": "versioned-update",
-            "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
-            "conditionalUpdate": True,
-            "conditionalDelete": "single",
-            "searchParam": params,
-        })
+        resources.append(
+            {
+                "type": rtype,
+                "interaction": [{"code": c} for c in _INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalUpdate": True,
+                "conditionalDelete": "single",
+                "searchParam": params,
+            }
+        )
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -41,9 +43,11 @@ def capability_statement(base: str) -> dict[str, Any]:
         "implementation": {"description": "fhirlake FHIR R4 gateway", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/json"],
-        "rest": [{
-            "mode": "server",
-            "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            }
+        ],
     }

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import structlog
 from fhirlake.errors import FhirlakeError
 from gateway.fhir import fhir_json
 from ingest import errors as ie

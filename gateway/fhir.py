@@ -17,9 +17,7 @@ _FORMATS = frozenset({"json", "application/json", "application/fhir+json", "appl
 
 
 def fhir_json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(doc), status_code=status, media_type=f"{FHIR_JSON}; charset=utf-8", headers=headers
-    )
+    return Response(orjson.dumps(doc), status_code=status, media_type=f"{FHIR_JSON}; charset=utf-8", headers=headers)
 
 
 def raw_json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:

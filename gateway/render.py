@@ -99,17 +99,24 @@ def searchset(base: str, result: SearchResult, path: str) -> dict[str, Any]:
         return {"relation": relation, "url": f"{base}/{path}?{urlencode(params)}"}
 
     entries: list[dict[str, Any]] = [
-        {"fullUrl": f"{base}/{r.resource_type}/{r.id}", "resource": orjson.Fragment(r.body), "search": {"mode": "match"}}
+        {
+            "fullUrl": f"{base}/{r.resource_type}/{r.id}",
+            "resource": orjson.Fragment(r.body),
+            "search": {"mode": "match"},
+        }
         for r in result.resources
         if r.body is not None
     ]
     if result.ignored:
-        issues = [Issue("not-supported", f"search parameter '{n}' is not supported and was ignored", severity="warning") for n in result.ignored]
+        issues = [
+            Issue("not-supported", f"search parameter '{n}' is not supported and was ignored", severity="warning")
+            for n in result.ignored
+        ]
         entries.append({"resource": outcome(issues), "search": {"mode": "outcome"}})
     links = [link("self", result.offset)]
-    if result.offset + result.count < result.total:
+    if result.count and result.offset + result.count < result.total:
         links.append(link("next", result.offset + result.count))
-    if result.offset > 0:
+    if result.count and result.offset > 0:
         links.append(link("previous", max(0, result.offset - result.count)))
     return {
         "resourceType": "Bundle",

@@ -20,7 +20,7 @@ from gateway.render import bundle_response, resource_headers, searchset
 from ingest.errors import Issue, ResourceNotFoundError
 from ingest.fhir_types import is_supported
 from ingest.prepare import parse_etag
-from ingest.transaction import EntryResult
+from ingest.service import Outcome
 
 router = APIRouter(prefix="/fhir")
 
@@ -32,7 +32,9 @@ def _base(request: Request) -> str:
 
 def _check_type(rtype: str) -> None:
     if not is_supported(rtype):
-        raise ResourceNotFoundError("unknown or unsupported resource type", [Issue("not-supported", "unknown resource type")])
+        raise ResourceNotFoundError(
+            "unknown or unsupported resource type", [Issue("not-supported", "unknown resource type")]
+        )
 
 
 @router.get("/metadata")
@@ -111,7 +113,7 @@ async def delete(request: Request, rtype: str, rid: str | None = None) -> Respon
     check_negotiation(request)
     _check_type(rtype)
     if_match = request.headers.get("if-match")
-    result = await request.app.state.container.service.interact(
+    written = await request.app.state.container.service.interact(
         "DELETE",
         rtype,
         rid,
@@ -119,7 +121,7 @@ async def delete(request: Request, rtype: str, rid: str | None = None) -> Respon
         query=None if rid else (request.url.query or None),
         if_match=parse_etag(if_match) if if_match else None,
     )
-    headers = resource_headers(_base(request), result, with_location=False)
+    headers = resource_headers(_base(request), written.writes[0], with_location=False)
     if prefer_return(request) == "OperationOutcome":
         return fhir_json(outcome([Issue("informational", "deleted", severity="information")]), headers=headers)
     return Response(status_code=204, headers=headers)
@@ -145,8 +147,11 @@ async def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
     return raw_json(stored.body, headers=resource_headers(_base(request), stored, with_location=False))
 
 
-def _written(request: Request, result: EntryResult) -> Response:
+def _written(request: Request, written: Outcome) -> Response:
+    result = written.writes[0]
     headers = resource_headers(_base(request), result, with_location=True)
+    if written.replayed:
+        headers["Idempotent-Replayed"] = "true"
     prefer = prefer_return(request)
     if prefer == "minimal" or result.body is None:
         return Response(status_code=result.status, headers=headers)

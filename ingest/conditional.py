@@ -54,7 +54,9 @@ def match(
     """
     params = parse_qsl(query, keep_blank_values=True)
     if not params:
-        raise NotSupportedError("empty criteria", [entry_issue(at, "request", "not-supported", "conditional criteria are empty")])
+        raise NotSupportedError(
+            "empty criteria", [entry_issue(at, "request", "not-supported", "conditional criteria are empty")]
+        )
     result: set[str] | None = None
     for name, value in params:
         if name == "identifier":

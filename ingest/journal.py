@@ -211,6 +211,14 @@ class Journal:
     def committed_seq(self) -> int:
         return int(self.state("lake_seq") or 0)
 
+    def pending(self, after_seq: int) -> tuple[int, int | None]:
+        row = (
+            self.reader()
+            .execute("SELECT COALESCE(SUM(entries), 0), MIN(accepted) FROM transactions WHERE seq > ?", (after_seq,))
+            .fetchone()
+        )
+        return int(row[0]), None if row[1] is None else int(row[1])
+
     def window_end(self, after_seq: int, max_rows: int) -> int:
         """The last seq of the longest run of whole transactions after ``after_seq`` within ``max_rows``."""
         conn = self.reader()

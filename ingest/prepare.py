@@ -47,12 +47,15 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if "recursion" in str(exc).lower():
+        # orjson < 3.11 says "recursion limit reached", later versions "depth limit exceeded".
+        if any(word in exc.msg.lower() for word in ("recursion", "depth")):
             raise PayloadTooLargeError("The document is nested too deeply") from None
-        where = f"line {exc.lineno}, column {exc.colno}"
-        raise InvalidInputError(f"The body is not valid JSON ({where})") from None
+        message = f"The body is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        raise InvalidInputError(message, [Issue("structure", message)]) from None
     if not isinstance(doc, dict):
-        raise InvalidInputError("The body must be a JSON object")
+        raise InvalidInputError(
+            "The body must be a JSON object", [Issue("structure", "The body must be a JSON object")]
+        )
     return doc
 
 
@@ -65,7 +68,9 @@ def prepare_request(raw: bytes, limits: Limits) -> PreparedBundle:
         )
     bundle_type = doc.get("type")
     if bundle_type is None:
-        raise InvalidInputError("Bundle.type is required", [Issue("required", "Bundle.type is required", ("Bundle.type",))])
+        raise InvalidInputError(
+            "Bundle.type is required", [Issue("required", "Bundle.type is required", ("Bundle.type",))]
+        )
     if bundle_type not in ("transaction", "batch"):
         raise InvalidInputError(
             "Bundle.type must be transaction or batch",
@@ -73,7 +78,9 @@ def prepare_request(raw: bytes, limits: Limits) -> PreparedBundle:
         )
     entries = doc.get("entry", [])
     if not isinstance(entries, list):
-        raise InvalidInputError("Bundle.entry must be an array", [Issue("structure", "must be an array", ("Bundle.entry",))])
+        raise InvalidInputError(
+            "Bundle.entry must be an array", [Issue("structure", "must be an array", ("Bundle.entry",))]
+        )
     if len(entries) > limits.max_entries:
         raise PayloadTooLargeError(f"The bundle has more than {limits.max_entries} entries")
     return _prepare_entries(entries, bundle_type, _bundle_identifier(doc), limits, single=False)
@@ -151,10 +158,14 @@ def _prepare_entries(
 
 def _read_request(index: int, at: int | None, raw_entry: Any) -> PreparedEntry:
     if not isinstance(raw_entry, dict):
-        raise InvalidInputError("entry must be an object", [entry_issue(at, "", "structure", "entry must be an object")])
+        raise InvalidInputError(
+            "entry must be an object", [entry_issue(at, "", "structure", "entry must be an object")]
+        )
     request = raw_entry.get("request")
     if not isinstance(request, dict):
-        raise InvalidInputError("entry.request is required", [entry_issue(at, "request", "required", "request is required")])
+        raise InvalidInputError(
+            "entry.request is required", [entry_issue(at, "request", "required", "request is required")]
+        )
     method = request.get("method")
     if method not in _METHODS:
         code = "not-supported" if method in ("PATCH", "HEAD") else "invalid"
@@ -163,7 +174,9 @@ def _read_request(index: int, at: int | None, raw_entry: Any) -> PreparedEntry:
         )
     url = request.get("url")
     if not isinstance(url, str) or not url.strip():
-        raise InvalidInputError("entry.request.url is required", [entry_issue(at, "request.url", "required", "url is required")])
+        raise InvalidInputError(
+            "entry.request.url is required", [entry_issue(at, "request.url", "required", "url is required")]
+        )
     entry = _parse_url(index, at, method, url.strip().lstrip("/"))
     full_url = raw_entry.get("fullUrl")
     entry.full_url = full_url if isinstance(full_url, str) else None
@@ -174,12 +187,12 @@ def _read_request(index: int, at: int | None, raw_entry: Any) -> PreparedEntry:
                 "entry.resource is required", [entry_issue(at, "resource", "required", f"{method} needs a resource")]
             )
         _check_resource_type(at, resource, entry)
-        entry.body = orjson.dumps(resource)  # re-parsed in _finish_entry; keeps entries picklable
+        entry.body = _dump(resource)  # re-parsed in _finish_entry; keeps entries picklable
         if method == "POST" or entry.conditional is not None:
             entry.resource_id = str(uuid.uuid4())  # tentative; may resolve to an existing resource
             cond = request.get("ifNoneExist")
             if isinstance(cond, str) and cond:
-                entry.conditional = _strip_type(cond, entry.resource_type)
+                entry.conditional = strip_type(cond, entry.resource_type)
         if_match = request.get("ifMatch")
         if if_match is not None:
             entry.if_match = parse_etag(if_match, at)
@@ -190,16 +203,30 @@ def _read_request(index: int, at: int | None, raw_entry: Any) -> PreparedEntry:
     return entry
 
 
+def _dump(resource: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(resource)
+    except orjson.JSONEncodeError:  # orjson refuses to serialize past its own depth limit (255)
+        raise PayloadTooLargeError("The document is nested too deeply") from None
+
+
 def _parse_url(index: int, at: int | None, method: str, url: str) -> PreparedEntry:
     path, _, query = url.partition("?")
     parts = path.split("/")
     rtype = parts[0]
     if rtype.startswith("$") or any(p.startswith("$") for p in parts):
-        raise NotSupportedError("operation not supported", [entry_issue(at, "request.url", "not-supported", "operations are not supported")])
+        raise NotSupportedError(
+            "operation not supported", [entry_issue(at, "request.url", "not-supported", "operations are not supported")]
+        )
     if not _TYPE.match(rtype) or rtype not in R4_RESOURCE_TYPES:
-        raise InvalidInputError("unknown resource type", [entry_issue(at, "request.url", "not-supported", "unknown resource type in url")])
+        raise InvalidInputError(
+            "unknown resource type", [entry_issue(at, "request.url", "not-supported", "unknown resource type in url")]
+        )
     if not is_supported(rtype):
-        raise NotSupportedError("resource type not supported", [entry_issue(at, "request.url", "not-supported", f"{rtype} is not stored by this server")])
+        raise NotSupportedError(
+            "resource type not supported",
+            [entry_issue(at, "request.url", "not-supported", f"{rtype} is not stored by this server")],
+        )
     entry = PreparedEntry(index=index, method=method, resource_type=rtype)
     if len(parts) == 1:
         if method == "POST" and not query:
@@ -217,16 +244,23 @@ def _parse_url(index: int, at: int | None, method: str, url: str) -> PreparedEnt
         if len(parts) == 4 and method == "GET" and parts[2] == "_history" and parts[3].isdigit():
             entry.version_id = int(parts[3])
             return entry
-    raise InvalidInputError("invalid request url", [entry_issue(at, "request.url", "invalid", f"url is not valid for {method}")])
+    raise InvalidInputError(
+        "invalid request url", [entry_issue(at, "request.url", "invalid", f"url is not valid for {method}")]
+    )
 
 
 def _check_resource_type(at: int | None, resource: dict[str, Any], entry: PreparedEntry) -> None:
     rtype = resource.get("resourceType")
-    where = "resource.resourceType"
+    where = f"{_base(at, entry.resource_type)}.resourceType"
     if not isinstance(rtype, str) or rtype not in R4_RESOURCE_TYPES:
-        raise InvalidInputError("unknown resourceType", [entry_issue(at, where, "invalid", "resourceType is missing or not an R4 resource type")])
+        raise InvalidInputError(
+            "unknown resourceType",
+            [entry_issue(at, where, "invalid", "resourceType is missing or not an R4 resource type")],
+        )
     if rtype != entry.resource_type:
-        raise InvalidInputError("resourceType mismatch", [entry_issue(at, where, "invalid", "resourceType does not match the request url")])
+        raise InvalidInputError(
+            "resourceType mismatch", [entry_issue(at, where, "invalid", "resourceType does not match the request url")]
+        )
 
 
 def parse_etag(value: object, at: int | None = None) -> int:
@@ -236,11 +270,13 @@ def parse_etag(value: object, at: int | None = None) -> int:
         text = text[2:]
     text = text.strip('"')
     if not text.isdigit():
-        raise InvalidInputError("invalid ETag", [entry_issue(at, "request.ifMatch", "invalid", 'ETag must look like W/"<version>"')])
+        raise InvalidInputError(
+            "invalid ETag", [entry_issue(at, "request.ifMatch", "invalid", 'ETag must look like W/"<version>"')]
+        )
     return int(text)
 
 
-def _strip_type(query: str, rtype: str) -> str:
+def strip_type(query: str, rtype: str) -> str:
     query = query.lstrip("/")
     prefix = f"{rtype}?"
     return query[len(prefix) :] if query.startswith(prefix) else query
@@ -261,7 +297,9 @@ def _check_uniqueness(entries: list[PreparedEntry], single: bool) -> None:
         if entry.method in ("PUT", "DELETE"):
             target = (entry.resource_type, f"?{entry.conditional}" if entry.conditional else str(entry.resource_id))
             if target in seen_targets:
-                issues.append(entry_issue(at, "request.url", "duplicate", "the same resource is changed by an earlier entry"))
+                issues.append(
+                    entry_issue(at, "request.url", "duplicate", "the same resource is changed by an earlier entry")
+                )
             seen_targets.add(target)
     if issues:
         raise InvalidInputError("The bundle is invalid", issues[:_MAX_ISSUES])
@@ -284,14 +322,12 @@ def _finish_entry(entry: PreparedEntry, urls: dict[str, str], limits: Limits, at
     resource: dict[str, Any] = orjson.loads(entry.body)
     refs = _scan(resource, limits.max_depth)
     _validate(resource, at)
-    if entry.method == "PUT" and entry.resource_id is not None:
-        body_id = resource.get("id")
-        if body_id is not None and body_id != entry.resource_id:
-            raise InvalidInputError("id mismatch", [entry_issue(at, "resource.id", "invalid", "resource id does not match the url")])
+    if entry.method == "PUT":
+        _check_body_id(entry, resource.get("id"), at)
     cond_refs = _rewrite_references(resource, refs, urls, at, atomic)
-    meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
-    meta = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
-    meta = {"versionId": _VERSION_TOKEN, "lastUpdated": _UPDATED_TOKEN, **meta}
+    given = resource.get("meta")
+    kept = {k: v for k, v in given.items() if k not in ("versionId", "lastUpdated")} if isinstance(given, dict) else {}
+    meta = {"versionId": _VERSION_TOKEN, "lastUpdated": _UPDATED_TOKEN, **kept}
     rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
     out = {"resourceType": entry.resource_type, "id": entry.resource_id, "meta": meta, **rest}
     entry.body = orjson.dumps(out)
@@ -299,6 +335,22 @@ def _finish_entry(entry: PreparedEntry, urls: dict[str, str], limits: Limits, at
     entry.patient_id = patient_reference(out)
     entry.columns = extract_columns(out)
     entry.identifiers = identifiers(out)
+
+
+def _check_body_id(entry: PreparedEntry, body_id: object, at: int | None) -> None:
+    """An update's body carries the id of its url (FHIR R4 3.1.0.4: otherwise 400)."""
+    where = f"{_base(at, entry.resource_type)}.id"
+    if body_id is None and entry.conditional is None:
+        raise InvalidInputError("id missing", [entry_issue(at, where, "required", "an update needs the resource id")])
+    if body_id is not None and body_id != entry.resource_id:
+        raise InvalidInputError(
+            "id mismatch", [entry_issue(at, where, "invalid", "resource id does not match the url")]
+        )
+
+
+def _base(at: int | None, rtype: str) -> str:
+    """Where element paths start: the entry's resource in a Bundle, else the resource type."""
+    return "resource" if at is not None else rtype
 
 
 def _scan(resource: dict[str, Any], max_depth: int) -> list[dict[str, Any]]:
@@ -323,20 +375,37 @@ def _scan(resource: dict[str, Any], max_depth: int) -> list[dict[str, Any]]:
 
 def _validate(resource: dict[str, Any], at: int | None) -> None:
     model = model_class(resource["resourceType"])
-    base = "resource" if at is not None else resource["resourceType"]
-    issues: list[Issue] = []
+    base = _base(at, resource["resourceType"])
+    issues = _contained_issues(resource, base, at)
+    if issues:  # the models fail with a KeyError on an unknown contained type
+        raise InvalidInputError("The resource is invalid", issues[:_MAX_ISSUES])
     try:
         model.model_validate(resource)  # type: ignore[union-attr]
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False, include_context=False):
             path = _loc_path(err["loc"])
             issues.append(entry_issue(at, f"{base}.{path}" if path else base, _issue_code(err["type"]), err["msg"]))
-    except (ValueError, TypeError, RecursionError):
+    except (ValueError, TypeError, LookupError, RecursionError):
         issues.append(entry_issue(at, base, "structure", "the resource could not be validated"))
     for element, reason in binding_violations(resource):
         issues.append(entry_issue(at, f"{base}.{element}", "code-invalid", reason))
     if issues:
         raise InvalidInputError("The resource is invalid", issues[:_MAX_ISSUES])
+
+
+def _contained_issues(resource: dict[str, Any], base: str, at: int | None) -> list[Issue]:
+    contained = resource.get("contained")
+    if not isinstance(contained, list):
+        return []
+    return [
+        entry_issue(at, f"{base}.contained[{i}].resourceType", "invalid", "resourceType is missing or not supported")
+        for i, item in enumerate(contained)
+        if isinstance(item, dict) and not _known_type(item.get("resourceType"))
+    ]
+
+
+def _known_type(rtype: object) -> bool:
+    return isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES and model_class(rtype) is not None
 
 
 def _loc_path(loc: tuple[int | str, ...]) -> str:
@@ -350,7 +419,7 @@ def _loc_path(loc: tuple[int | str, ...]) -> str:
 
 
 def _issue_code(pydantic_type: str) -> str:
-    if pydantic_type == "missing":
+    if pydantic_type in ("missing", "model_field_validation.missing"):  # the latter: fhir.resources
         return "required"
     if pydantic_type == "extra_forbidden":
         return "structure"
@@ -367,19 +436,33 @@ def _rewrite_references(
         if target is not None:
             node["reference"] = target
         elif ref.startswith(("urn:uuid:", "urn:oid:")):
-            why = "reference does not resolve to an entry of this transaction" if atomic else (
-                "batch entries cannot reference other entries"
+            why = (
+                "reference does not resolve to an entry of this transaction"
+                if atomic
+                else "batch entries cannot reference other entries"
             )
             path = _path_to(resource, node) or "reference"
-            base = "resource" if at is not None else resource["resourceType"]
-            raise InvalidInputError("unresolved reference", [entry_issue(at, f"{base}.{path}.reference", "not-found", why)])
+            base = _base(at, resource["resourceType"])
+            raise InvalidInputError(
+                "unresolved reference", [entry_issue(at, f"{base}.{path}.reference", "not-found", why)]
+            )
         elif "?" in ref and _TYPE.match(ref.split("?", 1)[0]):
             if not atomic:
                 raise NotSupportedError(
-                    "conditional reference", [entry_issue(at, "resource", "not-supported", "conditional references need a transaction")]
+                    "conditional reference",
+                    [entry_issue(at, "resource", "not-supported", "conditional references need a transaction")],
                 )
             cond.append(ref)
     return tuple(dict.fromkeys(cond))
+
+
+def reference_element(body: bytes, resource_type: str, reference: str, at: int | None) -> str:
+    """Where ``reference`` occurs in a prepared body, e.g. ``resource.subject.reference`` (for error messages)."""
+    resource = orjson.loads(body)
+    node = next((n for n in _scan(resource, 10**6) if n["reference"] == reference), None)
+    path = None if node is None else _path_to(resource, node)
+    base = _base(at, resource_type)
+    return f"{base}.{path}.reference" if path else base
 
 
 def _path_to(node: Any, target: dict[str, Any], prefix: str = "") -> str | None:

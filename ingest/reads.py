@@ -6,6 +6,7 @@ Bodies come from the journal while they are hot and from the lake afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ingest import conditional
 from ingest.errors import (
@@ -21,13 +22,35 @@ from security.sealing import RowSealer
 
 SEARCH_PARAMS = ("_id", "identifier", "patient", "subject")
 # Types whose patient compartment membership is recorded (subject / patient / beneficiary).
-PATIENT_TYPES = frozenset({
-    "AllergyIntolerance", "CarePlan", "CareTeam", "Claim", "Condition", "Coverage", "Device",
-    "DiagnosticReport", "DocumentReference", "Encounter", "ExplanationOfBenefit", "FamilyMemberHistory",
-    "Flag", "Goal", "ImagingStudy", "Immunization", "MedicationAdministration", "MedicationDispense",
-    "MedicationRequest", "MedicationStatement", "Observation", "Procedure", "RiskAssessment",
-    "ServiceRequest", "Specimen",
-})
+PATIENT_TYPES = frozenset(
+    {
+        "AllergyIntolerance",
+        "CarePlan",
+        "CareTeam",
+        "Claim",
+        "Condition",
+        "Coverage",
+        "Device",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Encounter",
+        "ExplanationOfBenefit",
+        "FamilyMemberHistory",
+        "Flag",
+        "Goal",
+        "ImagingStudy",
+        "Immunization",
+        "MedicationAdministration",
+        "MedicationDispense",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Observation",
+        "Procedure",
+        "RiskAssessment",
+        "ServiceRequest",
+        "Specimen",
+    }
+)
 _CONTROL = frozenset({"_count", "_offset", "_format", "_pretty"})
 
 
@@ -74,20 +97,18 @@ class ResourceReads:
             raise ResourceGoneError(f"{rtype} resource was deleted", [Issue("deleted", "the resource was deleted")])
         return stored
 
-    def _load(self, rtype: str, rows: list[tuple[object, ...]]) -> list[StoredResource]:
+    def _load(self, rtype: str, rows: list[tuple[Any, ...]]) -> list[StoredResource]:
         missing = [(str(r[1]), int(r[2]), r[6]) for r in rows if not r[5] and r[13] is None]
-        cold = self._lake.bodies(rtype, missing) if missing else {}  # type: ignore[arg-type]
+        cold = self._lake.bodies(rtype, missing) if missing else {}
         out = []
         for r in rows:
             rid, version = str(r[1]), int(r[2])
             sealed = r[13] if r[13] is not None else cold.get((rid, version))
-            body = None if sealed is None else self._sealer.open(rtype, rid, version, bytes(sealed))  # type: ignore[arg-type]
-            out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body))  # type: ignore[call-overload]
+            body = None if sealed is None else self._sealer.open(rtype, rid, version, bytes(sealed))
+            out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body))
         return out
 
-    def search(
-        self, rtype: str, params: list[tuple[str, str]], *, strict: bool, max_count: int
-    ) -> SearchResult:
+    def search(self, rtype: str, params: list[tuple[str, str]], *, strict: bool, max_count: int) -> SearchResult:
         """Search ``rtype`` by ``_id``, ``identifier`` and ``patient``/``subject``.
 
         Raises InvalidInputError for unknown parameters when ``strict``.
@@ -105,7 +126,11 @@ class ResourceReads:
                 offset = _int_param(name, value, 0, 10**9)
             elif name in _CONTROL:
                 continue
-            elif base != name or base not in SEARCH_PARAMS or (base in ("patient", "subject") and rtype not in PATIENT_TYPES):
+            elif (
+                base != name
+                or base not in SEARCH_PARAMS
+                or (base in ("patient", "subject") and rtype not in PATIENT_TYPES)
+            ):
                 if strict:
                     raise InvalidInputError(
                         "unsupported search parameter",
@@ -118,9 +143,7 @@ class ResourceReads:
                 ids = found if ids is None else ids & found
                 used.append((name, value))
         if ids is None:
-            rows = conn.execute(
-                "SELECT id FROM current WHERE rtype=? AND deleted=0 ORDER BY id", (rtype,)
-            ).fetchall()
+            rows = conn.execute("SELECT id FROM current WHERE rtype=? AND deleted=0 ORDER BY id", (rtype,)).fetchall()
             ids = {str(r[0]) for r in rows}
         ordered = sorted(ids)
         page = ordered[offset : offset + count]
@@ -137,10 +160,14 @@ class ResourceReads:
         if any(v.count("/") > 1 or ("/" in v and not v.startswith("Patient/")) for v in value.split(",")):
             return set()
         marks = ",".join("?" * len(keys))
-        rows = self._journal.reader().execute(
-            f"SELECT id FROM current WHERE patient_key IN ({marks}) AND rtype=? AND deleted=0",  # noqa: S608
-            (*keys, rtype),
-        ).fetchall()
+        rows = (
+            self._journal.reader()
+            .execute(
+                f"SELECT id FROM current WHERE patient_key IN ({marks}) AND rtype=? AND deleted=0",  # noqa: S608
+                (*keys, rtype),
+            )
+            .fetchall()
+        )
         return {str(r[0]) for r in rows}
 
     def _live(self, rtype: str, rid: str) -> bool:
@@ -151,17 +178,23 @@ class ResourceReads:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        rows = self._journal.reader().execute(
-            "SELECT v.rtype, v.id, v.version, v.seq, v.last_updated, v.deleted, v.patient_key, v.status, "  # noqa: S608
-            "v.code_system, v.code, v.effective, v.value_num, v.value_unit, v.body FROM current c "
-            f"JOIN versions v ON v.rtype=c.rtype AND v.id=c.id AND v.version=c.version "
-            f"WHERE c.rtype=? AND c.id IN ({marks}) ORDER BY c.id",
-            (rtype, *ids),
-        ).fetchall()
+        rows = (
+            self._journal.reader()
+            .execute(
+                "SELECT v.rtype, v.id, v.version, v.seq, v.last_updated, v.deleted, v.patient_key, v.status, "  # noqa: S608
+                "v.code_system, v.code, v.effective, v.value_num, v.value_unit, v.body FROM current c "
+                f"JOIN versions v ON v.rtype=c.rtype AND v.id=c.id AND v.version=c.version "
+                f"WHERE c.rtype=? AND c.id IN ({marks}) ORDER BY c.id",
+                (rtype, *ids),
+            )
+            .fetchall()
+        )
         return self._load(rtype, rows)
 
 
 def _int_param(name: str, value: str, low: int, high: int) -> int:
     if not value.isdigit():
-        raise InvalidInputError("invalid parameter", [Issue("invalid", f"{name} must be a non-negative integer", (name,))])
+        raise InvalidInputError(
+            "invalid parameter", [Issue("invalid", f"{name} must be a non-negative integer", (name,))]
+        )
     return max(low, min(int(value), high))

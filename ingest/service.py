@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ingest.errors import ConflictError, IngestError
 from ingest.journal import Journal
+from ingest.prepare import strip_type
 from ingest.prepared import PreparedBundle, PreparedEntry
 from ingest.reads import ResourceReads, SearchResult, StoredResource
 from ingest.transaction import EntryResult, Idempotency, TransactionApplier, request_hash
@@ -64,9 +65,12 @@ class IngestService:
         if_match: int | None = None,
         if_none_exist: str | None = None,
         idempotency_key: str | None = None,
-    ) -> EntryResult:
-        """A REST create, update or delete; returns its single entry result."""
-        digest = request_hash(b"%s %s/%s?%s\n" % (method.encode(), resource_type.encode(), str(resource_id).encode(), str(query).encode()) + (raw or b""))
+    ) -> Outcome:
+        """A REST create, update or delete; its outcome holds the single entry result (raises its error)."""
+        digest = request_hash(
+            b"%s %s/%s?%s\n" % (method.encode(), resource_type.encode(), str(resource_id).encode(), str(query).encode())
+            + (raw or b"")
+        )
         outcome = await self._early_replay(idempotency_key, digest)
         if outcome is None:
             prepared = await self._validator.interaction(raw, method, resource_type, resource_id, query)
@@ -74,13 +78,13 @@ class IngestService:
             if if_match is not None:
                 entry.if_match = if_match
             if if_none_exist:
-                entry.conditional = if_none_exist
+                entry.conditional = strip_type(if_none_exist, resource_type)
             key = None if idempotency_key is None else f"h:{_hash(idempotency_key)}"
             outcome = await self._apply(prepared, None if key is None else Idempotency(key, digest))
         result = outcome.writes[0]
         if result.error is not None:
             raise result.error
-        return result
+        return outcome
 
     async def _early_replay(self, idempotency_key: str | None, digest: str) -> Outcome | None:
         if idempotency_key is None:
@@ -95,6 +99,8 @@ class IngestService:
     async def _apply(self, prepared: PreparedBundle, idem: Idempotency | None) -> Outcome:
         future = self._journal.submit(lambda ctx: self._applier.apply(ctx, prepared, idem))
         applied = await asyncio.wrap_future(future)
+        if applied.replayed:
+            await run_in_threadpool(self._restore_bodies, applied.results)
         outcome = Outcome(
             bundle_type="interaction" if prepared.single else prepared.bundle_type,
             writes=applied.results,
@@ -109,6 +115,12 @@ class IngestService:
                 outcome.writes.append(EntryResult(entry.index, 0, entry.resource_type, error=entry.error))
         return outcome
 
+    def _restore_bodies(self, results: list[EntryResult]) -> None:
+        """A replay answers with the versions written the first time (the summary keeps no bodies)."""
+        for result in results:
+            if result.error is None and result.version is not None and result.status in (200, 201):
+                result.body = self._reads.vread(result.resource_type, str(result.resource_id), result.version).body
+
     def _get(self, entry: PreparedEntry) -> ReadResult:
         try:
             if entry.resource_id is None:
@@ -116,7 +128,9 @@ class IngestService:
                 result = self._reads.search(entry.resource_type, params, strict=False, max_count=self._max_count)
                 return ReadResult(entry.index, search=result)
             if entry.version_id is not None:
-                return ReadResult(entry.index, self._reads.vread(entry.resource_type, entry.resource_id, entry.version_id))
+                return ReadResult(
+                    entry.index, self._reads.vread(entry.resource_type, entry.resource_id, entry.version_id)
+                )
             return ReadResult(entry.index, self._reads.read(entry.resource_type, entry.resource_id))
         except IngestError as exc:
             return ReadResult(entry.index, error=exc)

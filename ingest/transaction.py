@@ -22,11 +22,14 @@ from ingest.errors import (
     IngestError,
     InvalidInputError,
     Issue,
-    error_from_code,
     PreconditionFailedError,
+    ResourceGoneError,
+    ResourceNotFoundError,
     entry_issue,
+    error_from_code,
 )
 from ingest.journal import WriteContext
+from ingest.prepare import reference_element
 from ingest.prepared import PreparedBundle, PreparedEntry
 from security.pseudonym import Pseudonymizer
 from security.sealing import RowSealer
@@ -53,14 +56,20 @@ class Applied:
 
 
 def _summary(results: list[EntryResult]) -> bytes:
-    return orjson.dumps([
-        {
-            "i": r.index, "s": r.status, "t": r.resource_type, "id": r.resource_id, "v": r.version,
-            "u": r.last_updated_us,
-            "e": None if r.error is None else [r.error.code, [i.as_fhir() for i in r.error.issues]],
-        }
-        for r in results
-    ])
+    return orjson.dumps(
+        [
+            {
+                "i": r.index,
+                "s": r.status,
+                "t": r.resource_type,
+                "id": r.resource_id,
+                "v": r.version,
+                "u": r.last_updated_us,
+                "e": None if r.error is None else [r.error.code, [i.as_fhir() for i in r.error.issues]],
+            }
+            for r in results
+        ]
+    )
 
 
 def _replay(stored: bytes) -> list[EntryResult]:
@@ -69,9 +78,32 @@ def _replay(stored: bytes) -> list[EntryResult]:
         error = None
         if item["e"] is not None:
             code, issues = item["e"]
-            error = error_from_code(code, [Issue(i["code"], i.get("diagnostics", ""), tuple(i.get("expression", ()))) for i in issues])
+            error = error_from_code(
+                code, [Issue(i["code"], i.get("diagnostics", ""), tuple(i.get("expression", ()))) for i in issues]
+            )
         out.append(EntryResult(item["i"], item["s"], item["t"], item["id"], item["v"], item["u"], None, error))
     return out
+
+
+def _check_reads(ctx: WriteContext, bundle: PreparedBundle) -> None:
+    """A transaction fails as a whole when one of its reads fails (the reads themselves run after commit)."""
+    for entry in bundle.entries:
+        if entry.method != "GET" or entry.resource_id is None:
+            continue
+        cur = ctx.current(entry.resource_type, entry.resource_id)
+        version = entry.version_id if entry.version_id is not None else (cur.version if cur else None)
+        row = ctx.conn.execute(
+            "SELECT deleted FROM versions WHERE rtype=? AND id=? AND version=?",
+            (entry.resource_type, entry.resource_id, version),
+        ).fetchone()
+        if row is None:
+            issue = entry_issue(entry.index, "request.url", "not-found", "the resource to read does not exist")
+            raise ResourceNotFoundError("resource not found", [issue])
+        if row[0]:
+            raise ResourceGoneError(
+                "resource deleted",
+                [entry_issue(entry.index, "request.url", "deleted", "the resource to read was deleted")],
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +149,7 @@ class TransactionApplier:
         writes = [e for e in bundle.entries if e.method != "GET" and e.error is None]
         if bundle.bundle_type == "transaction":
             results = self._apply_atomic(ctx, bundle, writes, stamp)
+            _check_reads(ctx, bundle)
         else:
             results = self._apply_each(ctx, bundle, writes, stamp)
         written = sum(1 for r in results if r.version is not None and r.status in (200, 201, 204))
@@ -174,7 +207,7 @@ class TransactionApplier:
             for ref in entry.cond_refs:
                 key = orjson.dumps(ref)
                 if key not in plan.refs:
-                    plan.refs[key] = orjson.dumps(self._resolve_reference(ctx, ref, created, at(entry)))
+                    plan.refs[key] = orjson.dumps(self._resolve_reference(ctx, ref, created, entry, at(entry)))
         return plan
 
     def _match(self, ctx: WriteContext, rtype: str, query: str, at: int | None, extra: Any = None) -> list[str]:
@@ -189,7 +222,8 @@ class TransactionApplier:
         ids = self._match(ctx, entry.resource_type, entry.conditional, at)
         if len(ids) > 1:
             raise PreconditionFailedError(
-                "several matches", [entry_issue(at, "request", "multiple-matches", "the conditional criteria match several resources")]
+                "several matches",
+                [entry_issue(at, "request", "multiple-matches", "the conditional criteria match several resources")],
             )
         if entry.method == "POST" and ids:
             plan.skip[entry.index] = self._existing(ctx, entry, ids[0])
@@ -212,14 +246,18 @@ class TransactionApplier:
         body = self._sealer.open(entry.resource_type, rid, cur.version, row[0]) if row and row[0] else None
         return EntryResult(entry.index, 200, entry.resource_type, rid, cur.version, cur.last_updated, body)
 
-    def _resolve_reference(self, ctx: WriteContext, ref: str, created: dict[str, set[str]], at: int | None) -> str:
+    def _resolve_reference(
+        self, ctx: WriteContext, ref: str, created: dict[str, set[str]], entry: PreparedEntry, at: int | None
+    ) -> str:
         rtype, _, query = ref.partition("?")
         ids = self._match(ctx, rtype, query, at, created)
         if len(ids) != 1:
             why = "matches no resource" if not ids else "matches several resources"
+            assert entry.body is not None
+            where = reference_element(entry.body, entry.resource_type, ref, at)
+            code = "not-found" if not ids else "multiple-matches"
             raise InvalidInputError(
-                "unresolvable conditional reference",
-                [entry_issue(at, "resource", "not-found" if not ids else "multiple-matches", f"a conditional reference {why}")],
+                "unresolvable conditional reference", [entry_issue(at, where, code, f"a conditional reference {why}")]
             )
         return f"{rtype}/{ids[0]}"
 
@@ -228,7 +266,8 @@ class TransactionApplier:
         cur = ctx.current(rtype, rid)
         if entry.if_match is not None and (cur is None or cur.deleted or cur.version != entry.if_match):
             raise PreconditionFailedError(
-                "version conflict", [entry_issue(at, "request.ifMatch", "conflict", "the resource is not at the expected version")]
+                "version conflict",
+                [entry_issue(at, "request.ifMatch", "conflict", "the resource is not at the expected version")],
             )
         if entry.method == "DELETE":
             if cur is None or cur.deleted:
@@ -243,10 +282,26 @@ class TransactionApplier:
         patient_key = self._pseudo.patient_key(patient_id) if patient_id else None
         cols = entry.columns
         assert cols is not None
-        ctx.write_versions([(
-            rtype, rid, version, -1, stamp, 0, patient_key, cols.status, cols.code_system, cols.code,
-            cols.effective_us, cols.value_num, cols.value_unit, self._sealer.seal(rtype, rid, version, body),
-        )])
+        ctx.write_versions(
+            [
+                (
+                    rtype,
+                    rid,
+                    version,
+                    -1,
+                    stamp,
+                    0,
+                    patient_key,
+                    cols.status,
+                    cols.code_system,
+                    cols.code,
+                    cols.effective_us,
+                    cols.value_num,
+                    cols.value_unit,
+                    self._sealer.seal(rtype, rid, version, body),
+                )
+            ]
+        )
         ctx.replace_tokens(rtype, rid, conditional.identifier_tokens(self._pseudo, rtype, entry.identifiers))
         status = 201 if cur is None or cur.deleted else 200
         return EntryResult(entry.index, status, rtype, rid, version, stamp, body)

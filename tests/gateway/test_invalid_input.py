@@ -25,11 +25,17 @@ from tests.gateway.support import (
 BOM = b"\xef\xbb\xbf"
 
 
-def _extension_chain(levels: int, leaf: str) -> dict[str, Any]:
-    node: dict[str, Any] = {"url": "http://example.org/fhir/StructureDefinition/nested", "valueString": leaf}
-    for _ in range(levels - 1):
-        node = {"url": "http://example.org/fhir/StructureDefinition/nested", "extension": [node]}
-    return node
+def _nested_patient(levels: int, leaf: str) -> bytes:
+    """A Patient with ``levels`` nested extensions (built as text: orjson refuses to serialize that deep)."""
+    link = b'{"url": "http://example.org/fhir/StructureDefinition/nested", "extension": ['
+    innermost = b'{"url": "http://example.org/x", "valueString": "' + leaf.encode() + b'"}'
+    chain = link * (levels - 1) + innermost + b"]}" * (levels - 1)
+    return b'{"resourceType": "Patient", "extension": [' + chain + b"]}"
+
+
+def _in_transaction(resource: bytes) -> bytes:
+    entry = b'{"request": {"method": "POST", "url": "Patient"}, "resource": ' + resource + b"}"
+    return b'{"resourceType": "Bundle", "type": "transaction", "entry": [' + entry + b"]}"
 
 
 def _no_echo(response: Any, marker: str) -> None:
@@ -49,7 +55,9 @@ def test_malformed_json_is_a_structure_error(client: TestClient) -> None:
     assert_nothing_written(client)
 
 
-@pytest.mark.parametrize("raw", [b"[]", b'"Patient"', b"42", b"null", b""], ids=["array", "string", "number", "null", "empty"])
+@pytest.mark.parametrize(
+    "raw", [b"[]", b'"Patient"', b"42", b"null", b""], ids=["array", "string", "number", "null", "empty"]
+)
 def test_json_that_is_not_an_object_is_refused(client: TestClient, raw: bytes) -> None:
     rejected(client.post("/fhir", content=raw), 400, "structure")
     rejected(client.post("/fhir/Patient", content=raw), 400, "structure")
@@ -68,7 +76,10 @@ def test_unknown_resource_type_inside_an_entry(client: TestClient) -> None:
     marker = canary()
     bundle = transaction(
         post_entry(patient()),
-        {"resource": {"resourceType": marker, "name": [{"family": marker}]}, "request": {"method": "POST", "url": "Patient"}},
+        {
+            "resource": {"resourceType": marker, "name": [{"family": marker}]},
+            "request": {"method": "POST", "url": "Patient"},
+        },
         {"resource": {"resourceType": "Pateint"}, "request": {"method": "POST", "url": "Pateint"}},
     )
     response = client.post("/fhir", content=body(bundle))
@@ -109,7 +120,9 @@ def test_collection_bundle_is_not_a_transaction(client: TestClient) -> None:
 
 def test_duplicate_full_urls_name_the_second_entry(client: TestClient) -> None:
     url = "urn:uuid:5a1d1c02-3c2b-4b8e-9b4c-0d8b1a3e5f11"
-    bundle = transaction(post_entry(patient(), url), post_entry(observation(), "urn:uuid:other"), post_entry(patient(), url))
+    bundle = transaction(
+        post_entry(patient(), url), post_entry(observation(), "urn:uuid:other"), post_entry(patient(), url)
+    )
     response = client.post("/fhir", content=body(bundle))
     issue = rejected(response, 400, "duplicate", "Bundle.entry[2].fullUrl")
     assert "Bundle.entry[0].fullUrl" not in issue["expression"]
@@ -215,7 +228,9 @@ def test_put_body_id_must_match_the_url(client: TestClient) -> None:
 
 def test_invalid_etag_names_if_match(client: TestClient) -> None:
     marker = canary()
-    bundle = transaction({"resource": patient(id="x"), "request": {"method": "PUT", "url": "Patient/x", "ifMatch": marker}})
+    bundle = transaction(
+        {"resource": patient(id="x"), "request": {"method": "PUT", "url": "Patient/x", "ifMatch": marker}}
+    )
     response = client.post("/fhir", content=body(bundle))
     rejected(response, 400, "invalid", "Bundle.entry[0].request.ifMatch")
     _no_echo(response, marker)
@@ -250,21 +265,18 @@ def test_oversized_streamed_body_without_length_is_413(small_client: TestClient)
 
 def test_deeply_nested_document_is_413(client: TestClient) -> None:
     marker = canary()
-    doc = patient(extension=[_extension_chain(200, marker)])
-    response = client.post("/fhir", content=body(transaction(post_entry(doc))))
+    raw = _nested_patient(200, marker)
+    response = client.post("/fhir", content=_in_transaction(raw))
     rejected(response, 413, "too-long")
     _no_echo(response, marker)
-    rejected(client.post("/fhir/Patient", content=body(doc)), 413, "too-long")
+    rejected(client.post("/fhir/Patient", content=raw), 413, "too-long")
     assert_nothing_written(client)
 
 
 def test_document_too_deep_for_the_parser_is_413_not_500(client: TestClient) -> None:
-    levels = 5000
-    link = b'{"url": "http://example.org/x", "extension": ['
-    raw = b'{"resourceType": "Patient", "extension": [' + link * levels + b'{"url": "x"}' + b"]}" * levels + b"]}"
+    raw = _nested_patient(5000, "x")
     rejected(client.post("/fhir/Patient", content=raw), 413, "too-long")
-    bundle = b'{"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "POST", "url": "Patient"}, "resource": '
-    rejected(client.post("/fhir", content=bundle + raw + b"}]}"), 413, "too-long")
+    rejected(client.post("/fhir", content=_in_transaction(raw)), 413, "too-long")
     assert_nothing_written(client)
 
 
@@ -285,14 +297,18 @@ def test_xml_body_is_415(client: TestClient) -> None:
     rejected(client.post("/fhir/Patient", content=xml, headers=headers), 415, "not-supported")
     rejected(client.post("/fhir", content=xml, headers={"Content-Type": "application/xml"}), 415, "not-supported")
     json_as_xml = body(transaction(post_entry(patient())))
-    rejected(client.post("/fhir", content=json_as_xml, headers={"Content-Type": "application/xml"}), 415, "not-supported")
+    rejected(
+        client.post("/fhir", content=json_as_xml, headers={"Content-Type": "application/xml"}), 415, "not-supported"
+    )
     assert_nothing_written(client)
 
 
 def test_xml_accept_is_406(client: TestClient) -> None:
     headers = {"Accept": "application/fhir+xml"}
     rejected(client.post("/fhir/Patient", content=body(patient()), headers=headers), 406, "not-supported")
-    rejected(client.post("/fhir", content=body(transaction(post_entry(patient()))), headers=headers), 406, "not-supported")
+    rejected(
+        client.post("/fhir", content=body(transaction(post_entry(patient()))), headers=headers), 406, "not-supported"
+    )
     rejected(client.get("/fhir/metadata", headers=headers), 406, "not-supported")
     rejected(client.get("/fhir/Patient", params={"_format": "xml"}), 406, "not-supported")
     assert_nothing_written(client)
