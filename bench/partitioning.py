@@ -347,7 +347,7 @@ def run_layout(
         schema=SCHEMA,
         partition_spec=spec,
         sort_order=SORT_ORDER,
-        properties=properties,
+        properties=dict(properties),  # create_table pops "format-version" from the dict it is given
     )
     rows = sum(b.num_rows for _, b in batches)
     seconds, written = append_windows(table, batches)

@@ -342,6 +342,9 @@ def _check_body_id(entry: PreparedEntry, body_id: object, at: int | None) -> Non
     where = f"{_base(at, entry.resource_type)}.id"
     if body_id is None and entry.conditional is None:
         raise InvalidInputError("id missing", [entry_issue(at, where, "required", "an update needs the resource id")])
+    if entry.conditional is not None:
+        entry.body_id = body_id if isinstance(body_id, str) else None  # checked against the match when applied
+        return
     if body_id is not None and body_id != entry.resource_id:
         raise InvalidInputError(
             "id mismatch", [entry_issue(at, where, "invalid", "resource id does not match the url")]

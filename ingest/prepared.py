@@ -33,6 +33,7 @@ class PreparedEntry:
     patient_id: str | None = None
     columns: Columns | None = None
     identifiers: tuple[tuple[str, str], ...] = ()
+    body_id: str | None = None  # id given in the body of a conditional update
     error: IngestError | None = None  # batch entries fail alone
 
 

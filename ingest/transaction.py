@@ -228,14 +228,33 @@ class TransactionApplier:
         if entry.method == "POST" and ids:
             plan.skip[entry.index] = self._existing(ctx, entry, ids[0])
             plan.remap[str(entry.resource_id)] = ids[0]
-        elif entry.method == "PUT" and ids:
-            plan.remap[str(entry.resource_id)] = ids[0]
-            entry.resource_id = ids[0]
+        elif entry.method == "PUT":
+            self._resolve_conditional_update(entry, ids, plan, at)
         elif entry.method == "DELETE":
             if ids:
                 entry.resource_id = ids[0]
             else:
                 plan.skip[entry.index] = EntryResult(index=entry.index, status=204, resource_type=entry.resource_type)
+
+    @staticmethod
+    def _resolve_conditional_update(entry: PreparedEntry, ids: list[str], plan: _Plan, at: int | None) -> None:
+        """One match: update it (a different id in the body is 400); none: create, with the body's id if given."""
+        target = ids[0] if ids else entry.body_id
+        if ids and entry.body_id is not None and entry.body_id != ids[0]:
+            raise InvalidInputError(
+                "id mismatch",
+                [
+                    entry_issue(
+                        at,
+                        "resource.id" if at is not None else f"{entry.resource_type}.id",
+                        "invalid",
+                        "the resource id differs from the resource that matched",
+                    )
+                ],
+            )
+        if target is not None:
+            plan.remap[str(entry.resource_id)] = target
+            entry.resource_id = target
 
     def _existing(self, ctx: WriteContext, entry: PreparedEntry, rid: str) -> EntryResult:
         cur = ctx.current(entry.resource_type, rid)
