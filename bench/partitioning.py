@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -268,7 +268,6 @@ class LayoutResult:
     compaction_s: float = 0.0
     files_compacted: Files | None = None
     reads_compacted: Reads | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _p95(values: list[float]) -> float:

@@ -16,8 +16,13 @@ from lake.schema import SCHEMA, SORT_ORDER, all_tables, partition_spec
 _TABLE_PROPERTIES = {
     "write.parquet.compression-codec": "zstd",
     "write.target-file-size-bytes": str(256 * 1024 * 1024),
-    "commit.retry.num-retries": "10",
-    "format-version": "2",
+    # Small row groups let a patient read decode only its rows (docs/lake.md: ~20 ms vs ~60 ms).
+    "write.parquet.row-group-limit": "8192",
+    # The writer retries conflicts itself, re-reading fhirlake.journal-seq first (exactly once);
+    # pyiceberg's own retry would re-append blindly.
+    "commit.retry.num-retries": "0",
+    # Compaction must commit while the writer appends new files.
+    "write.delete.isolation-level": "snapshot",
 }
 
 
@@ -49,14 +54,24 @@ class LakeCatalog:
             self.catalog.create_namespace(self.namespace)
         for name in all_tables():
             ident = f"{self.namespace}.{name}"
-            with contextlib.suppress(TableAlreadyExistsError):
+            try:
                 self.catalog.create_table(
                     ident,
                     schema=SCHEMA,
                     partition_spec=partition_spec(self._buckets),
                     sort_order=SORT_ORDER,
-                    properties=_TABLE_PROPERTIES,
+                    properties={**_TABLE_PROPERTIES, "format-version": "2"},
                 )
+            except TableAlreadyExistsError:
+                self._upgrade_properties(name)
+
+    def _upgrade_properties(self, name: str) -> None:
+        """Bring a table created by an older release to the current properties."""
+        table = self.table(name, fresh=True)
+        missing = {k: v for k, v in _TABLE_PROPERTIES.items() if table.properties.get(k) != v}
+        if missing:
+            with table.transaction() as tx:
+                tx.set_properties(missing)
 
     def table(self, name: str, *, fresh: bool = False) -> Table:
         """The table ``name``, from cache unless ``fresh`` (raises NoSuchTableError)."""

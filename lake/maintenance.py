@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.io.pyarrow import _dataframe_to_data_files  # pinned pyiceberg <0.13
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
@@ -75,7 +75,8 @@ def compact_table(catalog: LakeCatalog, name: str, *, min_files: int, target_row
             return 0
         try:
             removed = _rewrite(table, victims)
-        except CommitFailedException:
+        except (CommitFailedException, ValidationException, ValueError):
+            # The writer committed meanwhile: re-plan on the refreshed table.
             time.sleep(0.1 * (attempt + 1))
             continue
         catalog.remember(name, table)

@@ -8,8 +8,8 @@ files (measurements in docs/lake.md):
   of the files while each group commit writes at most N files per table;
   no time partition, because month partitions multiplied the file count by the
   patient's span of years and made every file small;
-* sort ``patient_key, effective`` inside each file, so a patient's rows are
-  contiguous and Parquet row-group statistics skip the rest.
+* sort ``patient_key, effective`` inside each file, with row groups of 8,192
+  rows, so a patient's rows are contiguous and row-group statistics skip the rest.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 
 from lake.arrow import rows_to_arrow
 from lake.catalog import LakeCatalog
@@ -147,7 +147,7 @@ class LakeWriter:
 
     def _commit_table(self, name: str, rows: list[VersionRow], high: int) -> int:
         for attempt in range(_COMMIT_ATTEMPTS):
-            table = self._catalog.table(name, fresh=attempt > 0)
+            table = self._catalog.table(name, fresh=True)
             done = int(table.properties.get(JOURNAL_SEQ_PROPERTY, "0"))
             pending = [r for r in rows if r.seq > done]
             if not pending:
@@ -158,7 +158,9 @@ class LakeWriter:
                 with table.transaction() as tx:
                     tx.append(data, snapshot_properties={"fhirlake.journal-seq-high": str(high)})
                     tx.set_properties({JOURNAL_SEQ_PROPERTY: str(high)})
-            except CommitFailedException:
+            except (CommitFailedException, CommitStateUnknownException, ValueError):
+                # A concurrent commit (compaction, another writer) won; pyiceberg reports a stale
+                # base as ValueError. Retrying is safe: the journal position is re-read first.
                 time.sleep(0.05 * (attempt + 1))
                 continue
             self.stats.commit_seconds.append(time.perf_counter() - started)
