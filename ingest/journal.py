@@ -31,8 +31,8 @@ CREATE TABLE IF NOT EXISTS versions (
     rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
     seq INTEGER NOT NULL, last_updated INTEGER NOT NULL, deleted INTEGER NOT NULL,
     patient_key TEXT, status TEXT, code_system TEXT, code TEXT, effective INTEGER,
-    value_num REAL, value_unit TEXT, body BLOB,
-    PRIMARY KEY (rtype, id, version)) WITHOUT ROWID;
+    value_num REAL, value_unit TEXT, body BLOB);
+CREATE UNIQUE INDEX IF NOT EXISTS versions_key ON versions(rtype, id, version);
 CREATE INDEX IF NOT EXISTS versions_seq ON versions(seq);
 CREATE TABLE IF NOT EXISTS current (
     rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL,
@@ -139,7 +139,9 @@ class Journal:
                 ctx = WriteContext(conn, next_seq)
                 try:
                     value = job(ctx)
+                    ctx.flush()
                 except BaseException as exc:  # the job's own error goes to its caller only
+                    ctx.discard()
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     results.append((future, False, exc))
@@ -284,11 +286,40 @@ def ids_by_token(conn: sqlite3.Connection, rtype: str, tokens: Iterable[str]) ->
 
 
 class WriteContext:
-    """What a write job sees: the writer connection inside its savepoint."""
+    """What a write job sees: the writer connection inside its savepoint.
+
+    Version rows and tokens are staged and inserted in bulk; every read through
+    the context flushes them first, so a job always reads its own writes.
+    """
 
     def __init__(self, conn: sqlite3.Connection, next_seq: int) -> None:
         self.conn = conn
         self.next_seq = next_seq
+        self._rows: list[tuple[Any, ...]] = []
+        self._dropped_tokens: list[tuple[str, str]] = []
+        self._tokens: list[tuple[str, str, str]] = []
+        self.rows_written = 0
+
+    @property
+    def pending_seq(self) -> int:
+        """The seq the rows of the current job carry (allocated by ``allocate_seq``)."""
+        return self.next_seq
+
+    def flush(self) -> None:
+        """Insert everything staged (called before reads and at the end of a job)."""
+        if self._rows:
+            self._insert_versions(self._rows)
+            self._rows = []
+        if self._dropped_tokens:
+            self.conn.executemany("DELETE FROM tokens WHERE rtype=? AND id=?", self._dropped_tokens)
+            self._dropped_tokens = []
+        if self._tokens:
+            self.conn.executemany("INSERT OR IGNORE INTO tokens(rtype, token, id) VALUES (?,?,?)", self._tokens)
+            self._tokens = []
+
+    def discard(self) -> None:
+        """Forget staged writes (before rolling a savepoint back)."""
+        self._rows, self._dropped_tokens, self._tokens = [], [], []
 
     def allocate_seq(self, entries: int, accepted_us: int) -> int:
         seq = self.next_seq
@@ -299,13 +330,19 @@ class WriteContext:
         return seq
 
     def current(self, rtype: str, rid: str) -> Current | None:
+        self.flush()
         return current_of(self.conn, rtype, rid)
 
     def ids_by_token(self, rtype: str, tokens: Iterable[str]) -> list[str]:
+        self.flush()
         return ids_by_token(self.conn, rtype, tokens)
 
     def write_versions(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert version rows (``VERSION_COLUMNS`` order) and move the current pointers."""
+        """Stage version rows (``VERSION_COLUMNS`` order); they also move the current pointers."""
+        self._rows.extend(rows)
+        self.rows_written += len(rows)
+
+    def _insert_versions(self, rows: list[tuple[Any, ...]]) -> None:
         self.conn.executemany(f"INSERT INTO versions({VERSION_COLUMNS}) VALUES ({','.join('?' * 14)})", rows)  # noqa: S608
         self.conn.executemany(
             "INSERT INTO current(rtype, id, version, deleted, patient_key, last_updated) VALUES (?,?,?,?,?,?) "
@@ -314,13 +351,14 @@ class WriteContext:
             [(r[0], r[1], r[2], r[5], r[6], r[4]) for r in rows],
         )
 
-    def replace_tokens(self, rtype: str, rid: str, tokens: Iterable[str]) -> None:
-        self.conn.execute("DELETE FROM tokens WHERE rtype=? AND id=?", (rtype, rid))
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO tokens(rtype, token, id) VALUES (?,?,?)", [(rtype, t, rid) for t in tokens]
-        )
+    def replace_tokens(self, rtype: str, rid: str, tokens: Iterable[str], *, fresh: bool = False) -> None:
+        """Stage the identifier tokens of a resource (``fresh``: it had none before)."""
+        if not fresh:
+            self._dropped_tokens.append((rtype, rid))
+        self._tokens.extend((rtype, t, rid) for t in tokens)
 
     def idempotent_response(self, key: str) -> tuple[str, int, bytes] | None:
+        self.flush()
         row = self.conn.execute("SELECT request_hash, status, response FROM idempotency WHERE key=?", (key,)).fetchone()
         return None if row is None else (row[0], int(row[1]), bytes(row[2]))
 

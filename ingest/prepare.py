@@ -113,11 +113,15 @@ def _prepare_entries(
 ) -> PreparedBundle:
     atomic = bundle_type == "transaction"
     prepared: list[PreparedEntry] = []
+    resources: dict[int, dict[str, Any]] = {}  # stay in this process; only bodies cross back
     issues: list[Issue] = []
     for index, raw_entry in enumerate(entries):
         at = None if single else index
         try:
-            prepared.append(_read_request(index, at, raw_entry))
+            entry, resource = _read_request(index, at, raw_entry)
+            prepared.append(entry)
+            if resource is not None:
+                resources[index] = resource
         except IngestError as exc:
             if not atomic and not isinstance(exc, PayloadTooLargeError):
                 prepared.append(PreparedEntry(index=index, method="?", resource_type="?", error=exc))
@@ -131,10 +135,11 @@ def _prepare_entries(
     urls = _full_url_map(prepared) if atomic else {}
     count = 0
     for entry in prepared:
-        if entry.error is not None or entry.body is None:
+        resource = resources.pop(entry.index, None)
+        if entry.error is not None or resource is None:
             continue
         try:
-            _finish_entry(entry, urls, limits, None if single else entry.index, atomic)
+            _finish_entry(entry, resource, urls, limits, None if single else entry.index, atomic)
             count += 1
         except IngestError as exc:
             if isinstance(exc, PayloadTooLargeError):
@@ -156,7 +161,7 @@ def _prepare_entries(
     )
 
 
-def _read_request(index: int, at: int | None, raw_entry: Any) -> PreparedEntry:
+def _read_request(index: int, at: int | None, raw_entry: Any) -> tuple[PreparedEntry, dict[str, Any] | None]:
     if not isinstance(raw_entry, dict):
         raise InvalidInputError(
             "entry must be an object", [entry_issue(at, "", "structure", "entry must be an object")]
@@ -187,7 +192,6 @@ def _read_request(index: int, at: int | None, raw_entry: Any) -> PreparedEntry:
                 "entry.resource is required", [entry_issue(at, "resource", "required", f"{method} needs a resource")]
             )
         _check_resource_type(at, resource, entry)
-        entry.body = _dump(resource)  # re-parsed in _finish_entry; keeps entries picklable
         if method == "POST" or entry.conditional is not None:
             entry.resource_id = str(uuid.uuid4())  # tentative; may resolve to an existing resource
             cond = request.get("ifNoneExist")
@@ -196,11 +200,12 @@ def _read_request(index: int, at: int | None, raw_entry: Any) -> PreparedEntry:
         if_match = request.get("ifMatch")
         if if_match is not None:
             entry.if_match = parse_etag(if_match, at)
-    elif method == "DELETE":
+        return entry, resource
+    if method == "DELETE":
         if_match = request.get("ifMatch")
         if if_match is not None:
             entry.if_match = parse_etag(if_match, at)
-    return entry
+    return entry, None
 
 
 def _dump(resource: dict[str, Any]) -> bytes:
@@ -317,9 +322,9 @@ def _full_url_map(entries: list[PreparedEntry]) -> dict[str, str]:
     return urls
 
 
-def _finish_entry(entry: PreparedEntry, urls: dict[str, str], limits: Limits, at: int | None, atomic: bool) -> None:
-    assert entry.body is not None
-    resource: dict[str, Any] = orjson.loads(entry.body)
+def _finish_entry(
+    entry: PreparedEntry, resource: dict[str, Any], urls: dict[str, str], limits: Limits, at: int | None, atomic: bool
+) -> None:
     refs = _scan(resource, limits.max_depth)
     _validate(resource, at)
     if entry.method == "PUT":
@@ -330,7 +335,7 @@ def _finish_entry(entry: PreparedEntry, urls: dict[str, str], limits: Limits, at
     meta = {"versionId": _VERSION_TOKEN, "lastUpdated": _UPDATED_TOKEN, **kept}
     rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
     out = {"resourceType": entry.resource_type, "id": entry.resource_id, "meta": meta, **rest}
-    entry.body = orjson.dumps(out)
+    entry.body = _dump(out)
     entry.cond_refs = cond_refs
     entry.patient_id = patient_reference(out)
     entry.columns = extract_columns(out)

@@ -152,10 +152,8 @@ class TransactionApplier:
             _check_reads(ctx, bundle)
         else:
             results = self._apply_each(ctx, bundle, writes, stamp)
-        written = sum(1 for r in results if r.version is not None and r.status in (200, 201, 204))
+        written = ctx.rows_written
         seq = ctx.allocate_seq(written, stamp) if written else None
-        if seq is not None:
-            ctx.conn.execute("UPDATE versions SET seq=? WHERE seq=-1", (seq,))
         if idem is not None:
             ctx.remember_response(idem.key, idem.request_hash, 200, _summary(results), stamp)
         return Applied(results=results, seq=seq, written=written)
@@ -183,10 +181,14 @@ class TransactionApplier:
         results = []
         for entry in writes:
             ctx.conn.execute("SAVEPOINT entry")
+            staged = ctx.rows_written
             try:
                 plan = self._resolve(ctx, [entry], lambda e: e.index, bundle)
                 result = plan.skip.get(entry.index) or self._write(ctx, entry, plan, stamp, entry.index)
+                ctx.flush()
             except IngestError as exc:
+                ctx.discard()
+                ctx.rows_written = staged
                 ctx.conn.execute("ROLLBACK TO entry")
                 result = EntryResult(index=entry.index, status=0, error=exc)
             ctx.conn.execute("RELEASE entry")
@@ -282,7 +284,8 @@ class TransactionApplier:
 
     def _write(self, ctx: WriteContext, entry: PreparedEntry, plan: _Plan, stamp: int, at: int | None) -> EntryResult:
         rtype, rid = entry.resource_type, str(entry.resource_id)
-        cur = ctx.current(rtype, rid)
+        # A POST that reaches this point creates under a fresh UUID: nothing to look up.
+        cur = None if entry.method == "POST" else ctx.current(rtype, rid)
         if entry.if_match is not None and (cur is None or cur.deleted or cur.version != entry.if_match):
             raise PreconditionFailedError(
                 "version conflict",
@@ -292,7 +295,7 @@ class TransactionApplier:
             if cur is None or cur.deleted:
                 return EntryResult(entry.index, 204, rtype, rid)
             version = cur.version + 1
-            ctx.write_versions([(rtype, rid, version, -1, stamp, 1, cur.patient_key, *([None] * 6), None)])
+            ctx.write_versions([(rtype, rid, version, ctx.pending_seq, stamp, 1, cur.patient_key, *([None] * 6), None)])
             ctx.replace_tokens(rtype, rid, ())
             return EntryResult(entry.index, 204, rtype, rid, version, stamp)
         version = 1 if cur is None else cur.version + 1
@@ -307,7 +310,7 @@ class TransactionApplier:
                     rtype,
                     rid,
                     version,
-                    -1,
+                    ctx.pending_seq,
                     stamp,
                     0,
                     patient_key,
@@ -321,7 +324,8 @@ class TransactionApplier:
                 )
             ]
         )
-        ctx.replace_tokens(rtype, rid, conditional.identifier_tokens(self._pseudo, rtype, entry.identifiers))
+        tokens = conditional.identifier_tokens(self._pseudo, rtype, entry.identifiers)
+        ctx.replace_tokens(rtype, rid, tokens, fresh=cur is None)
         status = 201 if cur is None or cur.deleted else 200
         return EntryResult(entry.index, status, rtype, rid, version, stamp, body)
 

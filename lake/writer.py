@@ -118,18 +118,21 @@ class LakeWriter:
         """
         written = 0
         with self._flush_lock:
-            while True:
-                seen, n = self._flush_window()
+            # Drain what was accepted before this flush began, not what arrives during it:
+            # under load, chasing new arrivals would turn one large commit into many small ones.
+            target = self._source.last_seq()
+            while self._source.committed_seq() < target:
+                seen, n = self._flush_window(target)
                 written += n
                 if seen == 0:
                     break
             self._prune()
         return written
 
-    def _flush_window(self) -> tuple[int, int]:
-        """Write one window of whole transactions; returns (rows read, rows written)."""
+    def _flush_window(self, target: int) -> tuple[int, int]:
+        """Write one window of whole transactions up to ``target``; returns (rows read, rows written)."""
         low = self._source.committed_seq()
-        high = self._source.window_end(low, self._max_rows)
+        high = min(self._source.window_end(low, self._max_rows), target)
         if high <= low:
             return 0, 0
         rows = self._source.rows_between(low, high)
