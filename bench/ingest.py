@@ -102,17 +102,21 @@ def rekey(template: Template, copy: int) -> bytes:
     fresh: dict[str, str] = {}
     out = list(template.parts)
     for i in range(1, len(out), 2):
-        slot = out[i]
-        out[i] = str(copy) if slot == _COPY_SLOT else fresh.setdefault(slot.lower(), str(uuid.uuid4()))
+        slot = out[i].lower()
+        if slot == _COPY_SLOT.lower():
+            out[i] = str(copy)
+        else:
+            out[i] = fresh.get(slot) or fresh.setdefault(slot, str(uuid.uuid4()))
     return "".join(out).encode()
 
 
 def build_workload(target: int) -> Workload:
     templates = load_templates(SYNTHEA)
     workload = Workload()
-    copy = 0
-    while workload.total < target:
+    copy = total = 0
+    while total < target:
         template = templates[copy % len(templates)]
+        total += template.resources
         raw = rekey(template, copy)
         workload.bundles.append(raw)
         workload.sizes.append(template.resources)
@@ -137,9 +141,11 @@ def _tree_cpu_s() -> float:
     return total
 
 
-def _system_busy_s() -> float:
+def _system_cpu_s() -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of the whole machine; steal is time a hypervisor gave to other guests."""
     t = psutil.cpu_times()
-    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+    return float(busy), float(getattr(t, "steal", 0.0))
 
 
 class CpuLedger:
@@ -147,16 +153,18 @@ class CpuLedger:
 
     def __init__(self) -> None:
         self._wall = time.perf_counter()
-        self._own, self._busy = _tree_cpu_s(), _system_busy_s()
+        self._own, (self._busy, self._steal) = _tree_cpu_s(), _system_cpu_s()
 
     def close(self) -> dict[str, float]:
-        wall = time.perf_counter() - self._wall
-        own, busy = _tree_cpu_s() - self._own, _system_busy_s() - self._busy
-        foreign = max(0.0, busy - own)
+        capacity = (time.perf_counter() - self._wall) * (os.cpu_count() or 1)
+        busy, steal = _system_cpu_s()
+        own = _tree_cpu_s() - self._own
+        foreign = max(0.0, busy - self._busy - own)
         return {
             "own_cpu_s": round(own, 2),
             "foreign_cpu_s": round(foreign, 2),
-            "foreign_share": round(foreign / (wall * (os.cpu_count() or 1)), 3),
+            "foreign_share": round(foreign / capacity, 3),
+            "steal_share": round((steal - self._steal) / capacity, 3),
         }
 
 
@@ -491,10 +499,10 @@ def print_summary(report: dict[str, Any]) -> None:
         rows = lake["totals"]["rows"]
         lines.append(f"  !!! LAKE ROW MISMATCH: {rows:,} rows for {e2e['resources']:,} resources posted")
     for phase, load in (("baseline", base["machine_load"]), ("posting", e2e["machine_load"])):
-        if load["foreign_share"] > FOREIGN_LOAD_WARNING:
+        if load["foreign_share"] + load["steal_share"] > FOREIGN_LOAD_WARNING:
             lines.append(
                 f"  !!! other processes used {load['foreign_share']:.0%} of the machine during {phase} "
-                f"({load['foreign_cpu_s']:.0f} cpu-s): its numbers are skewed, rerun on a quiet machine"
+                f"(hypervisor steal {load['steal_share']:.0%}): its numbers are skewed, rerun on a quiet machine"
             )
     print("\n".join(lines))
 
@@ -562,7 +570,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "validation_workers": args.validation_workers,
             "server": effective_settings(env),
         },
-        "baseline": asdict(baseline) | {"resources_per_s": round(baseline.per_s, 1)},
+        "baseline": asdict(baseline)
+        | {"seconds": round(baseline.seconds, 3), "resources_per_s": round(baseline.per_s, 1)},
     }
     report |= run_server_phase(workload, tmp / "data", env, args.clients)
     lake = lake_info(tmp / "data", env)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhirlake.errors import FhirlakeError
 from gateway import errors
@@ -20,6 +21,48 @@ from gateway.routes import router
 from ingest.journal import JournalClosedError
 
 log = structlog.get_logger("gateway")
+
+
+class RequestContext:
+    """Binds a request id for logging and logs one PHI-free line per request (pure ASGI, no extra task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(Headers(scope=scope).get("x-request-id"))
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-Id", request_id)
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            log.info(
+                "request",
+                method=scope["method"],
+                route=getattr(route, "path", "unmatched"),
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _request_id(given: str | None) -> str:
+    if given and len(given) <= 64 and given.replace("-", "").isalnum():
+        return given
+    return str(uuid.uuid4())
 
 
 def create_app(container: Any) -> FastAPI:
@@ -33,28 +76,7 @@ def create_app(container: Any) -> FastAPI:
     app.add_exception_handler(RequestValidationError, errors.handle_request_validation)
     app.add_exception_handler(Exception, errors.handle_unexpected)
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        if len(request_id) > 64 or not request_id.replace("-", "").isalnum():
-            request_id = str(uuid.uuid4())
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
-        response.headers["X-Request-Id"] = request_id
-        route = request.scope.get("route")
-        log.info(
-            "request",
-            request_id=request_id,
-            method=request.method,
-            route=getattr(route, "path", "unmatched"),
-            status=response.status_code,
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        return response
+    app.add_middleware(RequestContext)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -6,8 +6,8 @@ processes, next to validation, so the request path never walks a resource twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 _EFFECTIVE: dict[str, tuple[str, ...]] = {
     "Observation": ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"),
@@ -48,8 +48,7 @@ _STATUS_CONCEPT = {"Condition": "clinicalStatus", "AllergyIntolerance": "clinica
 _PATIENT_ELEMENTS = ("subject", "patient", "beneficiary")
 
 
-@dataclass(frozen=True, slots=True)
-class Columns:
+class Columns(NamedTuple):
     status: str | None = None
     code_system: str | None = None
     code: str | None = None

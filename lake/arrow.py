@@ -14,7 +14,6 @@ ARROW_SCHEMA: pa.Schema = SCHEMA.as_arrow()
 def rows_to_arrow(rows: list[VersionRow]) -> pa.Table:
     cols = list(zip(*rows, strict=True)) if rows else [()] * 14
     ts = pa.timestamp("us", tz="UTC")
-    bodies = [None if b is None else (b.decode() if isinstance(b, bytes | bytearray) else b) for b in cols[13]]
     arrays = [
         pa.array(cols[0], pa.string()),
         pa.array(cols[1], pa.string()),
@@ -29,7 +28,8 @@ def rows_to_arrow(rows: list[VersionRow]) -> pa.Table:
         pa.array(cols[11], pa.float64()),
         pa.array(cols[12], pa.string()),
         pa.array(cols[3], pa.int64()),
-        pa.array(bodies, pa.string()),
+        # bytes straight into Arrow, validated as UTF-8 by the cast: no Python str per body
+        pa.array(cols[13], pa.binary()).cast(pa.string()),
     ]
     table = pa.Table.from_arrays(
         [a.cast(f.type) for a, f in zip(arrays, ARROW_SCHEMA, strict=True)], schema=ARROW_SCHEMA

@@ -44,18 +44,25 @@ class Pseudonymizer:
     """Derives patient keys and blind index tokens; never reversible without the key."""
 
     def __init__(self, key: bytes) -> None:
-        self._patient = hmac.new(key, b"fhirlake/patient-key/v1", hashlib.sha256).digest()
-        self._token = hmac.new(key, b"fhirlake/blind-index/v1", hashlib.sha256).digest()
+        patient = hmac.new(key, b"fhirlake/patient-key/v1", hashlib.sha256).digest()
+        token = hmac.new(key, b"fhirlake/blind-index/v1", hashlib.sha256).digest()
+        # Keyed once; each call copies the keyed state instead of re-deriving the pads.
+        self._patient = hmac.new(patient, digestmod=hashlib.sha256)
+        self._token = hmac.new(token, digestmod=hashlib.sha256)
 
     def __repr__(self) -> str:
         return "Pseudonymizer(key=***)"
 
     def patient_key(self, patient_id: str) -> str:
         """The pseudonymous key of the patient with logical id ``patient_id``."""
-        return hmac.new(self._patient, patient_id.encode(), hashlib.sha256).hexdigest()[:32]
+        mac = self._patient.copy()
+        mac.update(patient_id.encode())
+        return mac.hexdigest()[:32]
 
     def token(self, resource_type: str, system: str | None, value: str) -> str:
         """Blind index token of an identifier; ``system=None`` matches any system."""
         scope = "*" if system is None else system
         message = f"{resource_type}\x1f{scope}\x1f{value}".encode()
-        return hmac.new(self._token, message, hashlib.sha256).hexdigest()[:32]
+        mac = self._token.copy()
+        mac.update(message)
+        return mac.hexdigest()[:32]
