@@ -37,7 +37,7 @@ class IngestSettings(BaseModel):
 class LakeSettings(BaseModel):
     namespace: str = "fhir"
     commit_interval_s: float = Field(
-        default=5.0, gt=0, description="Longest time an accepted row waits before its Iceberg commit."
+        default=15.0, gt=0, description="Longest time an accepted row waits before its Iceberg commit."
     )
     commit_min_rows: int = Field(default=50_000, ge=1, description="Commit earlier once this many rows wait.")
     max_batch_rows: int = Field(default=100_000, ge=1)
