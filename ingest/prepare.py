@@ -325,7 +325,9 @@ def _full_url_map(entries: list[PreparedEntry]) -> dict[str, str]:
 def _finish_entry(
     entry: PreparedEntry, resource: dict[str, Any], urls: dict[str, str], limits: Limits, at: int | None, atomic: bool
 ) -> None:
-    refs = _scan(resource, limits.max_depth)
+    refs, links = _scan(resource, limits.max_depth, urls)
+    for node, key in links:  # uri/url elements naming an entry (e.g. Attachment.url -> Binary)
+        node[key] = urls[node[key]]
     _validate(resource, at)
     if entry.method == "PUT":
         _check_body_id(entry, resource.get("id"), at)
@@ -361,9 +363,17 @@ def _base(at: int | None, rtype: str) -> str:
     return "resource" if at is not None else rtype
 
 
-def _scan(resource: dict[str, Any], max_depth: int) -> list[dict[str, Any]]:
-    """Check nesting depth and collect every object carrying a ``reference`` string."""
+def _scan(
+    resource: dict[str, Any], max_depth: int, urls: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], list[tuple[Any, Any]]]:
+    """Check nesting depth; collect objects carrying a ``reference`` string and, when ``urls``
+    is given, the (container, key) of other string values equal to an entry's fullUrl.
+
+    FHIR R4 transaction processing updates such uri/url links too (e.g. ``Attachment.url``
+    naming a Binary created in the same bundle).
+    """
     refs: list[dict[str, Any]] = []
+    links: list[tuple[Any, Any]] = []
     stack: list[tuple[Any, int]] = [(resource, 1)]
     while stack:
         node, depth = stack.pop()
@@ -372,13 +382,15 @@ def _scan(resource: dict[str, Any], max_depth: int) -> list[dict[str, Any]]:
         if node.__class__ is dict:
             if node.get("reference").__class__ is str:
                 refs.append(node)
-            children = node.values()
+            children = node.items()
         else:
-            children = node
-        for child in children:
+            children = enumerate(node)
+        for key, child in children:
             if child.__class__ is dict or child.__class__ is list:
                 stack.append((child, depth + 1))
-    return refs
+            elif urls and child.__class__ is str and key != "reference" and child in urls:
+                links.append((node, key))
+    return refs, links
 
 
 def _validate(resource: dict[str, Any], at: int | None) -> None:
@@ -467,7 +479,7 @@ def _rewrite_references(
 def reference_element(body: bytes, resource_type: str, reference: str, at: int | None) -> str:
     """Where ``reference`` occurs in a prepared body, e.g. ``resource.subject.reference`` (for error messages)."""
     resource = orjson.loads(body)
-    node = next((n for n in _scan(resource, 10**6) if n["reference"] == reference), None)
+    node = next((n for n in _scan(resource, 10**6)[0] if n["reference"] == reference), None)
     path = None if node is None else _path_to(resource, node)
     base = _base(at, resource_type)
     return f"{base}.{path}.reference" if path else base
