@@ -40,7 +40,7 @@ class LakeSettings(BaseModel):
         default=15.0, gt=0, description="Longest time an accepted row waits before its Iceberg commit."
     )
     commit_min_rows: int = Field(default=50_000, ge=1, description="Commit earlier once this many rows wait.")
-    max_batch_rows: int = Field(default=100_000, ge=1)
+    max_batch_rows: int = Field(default=50_000, ge=1)
     patient_buckets: int = Field(default=8, ge=1, le=1024)
     hot_retention_s: float = Field(
         default=3600.0,

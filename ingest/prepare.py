@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -379,6 +380,7 @@ def _scan(
         node, depth = stack.pop()
         if depth > max_depth:
             raise PayloadTooLargeError(f"The document is nested deeper than {max_depth} levels")
+        children: Iterable[tuple[Any, Any]]
         if node.__class__ is dict:
             if node.get("reference").__class__ is str:
                 refs.append(node)
