@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from ingest import prepare
+from ingest.errors import BackpressureError
 from ingest.prepared import Limits, PreparedBundle
 
 _WARM_TYPES = ("Patient", "Observation", "Encounter", "Condition", "Claim", "ExplanationOfBenefit", "Bundle")
@@ -29,25 +32,34 @@ class Validator:
 
     def __init__(self, limits: Limits, workers: int) -> None:
         self.limits = limits
-        self._executor: Executor
-        if workers > 0:
-            self._executor = ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up
+        self._workers = workers
+        self._executor = self._new_executor()
+
+    def _new_executor(self) -> Executor:
+        if self._workers > 0:
+            return ProcessPoolExecutor(
+                max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up
             )
-        else:
-            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="validate")
+        return ThreadPoolExecutor(max_workers=2, thread_name_prefix="validate")
 
     async def bundle(self, raw: bytes) -> PreparedBundle:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, prepare.prepare_request, raw, self.limits)
+        return await self._run(prepare.prepare_request, raw, self.limits)
 
     async def interaction(
         self, raw: bytes | None, method: str, resource_type: str, resource_id: str | None, query: str | None
     ) -> PreparedBundle:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, prepare.prepare_interaction, raw, method, resource_type, resource_id, query, self.limits
-        )
+        return await self._run(prepare.prepare_interaction, raw, method, resource_type, resource_id, query, self.limits)
+
+    async def _run(self, func: Callable[..., PreparedBundle], *args: object) -> PreparedBundle:
+        executor = self._executor
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, func, *args)
+        except BrokenProcessPool:
+            # A worker died (e.g. killed for memory): replace the pool; the client may retry.
+            if self._executor is executor:
+                self._executor = self._new_executor()
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise BackpressureError("validation workers restarted; retry the request") from None
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
