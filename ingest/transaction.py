@@ -10,6 +10,7 @@ entry in its own nested savepoint.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -124,6 +125,7 @@ def now_us() -> int:
     return int(datetime.now(UTC).timestamp() * 1_000_000)
 
 
+@lru_cache(maxsize=1024)  # one stamp per transaction, used by every entry
 def instant(us: int) -> str:
     return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 

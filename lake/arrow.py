@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import array
+import itertools
+from collections.abc import Sequence
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,13 +32,31 @@ def rows_to_arrow(rows: list[VersionRow]) -> pa.Table:
         pa.array(cols[11], pa.float64()),
         pa.array(cols[12], pa.string()),
         pa.array(cols[3], pa.int64()),
-        # bytes straight into Arrow, validated as UTF-8 by the cast: no Python str per body
-        pa.array(cols[13], pa.binary()).cast(pa.string()),
+        _bodies(cols[13]),
     ]
     table = pa.Table.from_arrays(
         [a.cast(f.type) for a, f in zip(arrays, ARROW_SCHEMA, strict=True)], schema=ARROW_SCHEMA
     )
     return sort_for_patients(table)
+
+
+def _bodies(values: Sequence[bytes | None]) -> pa.Array:
+    """Resource bodies as one UTF-8 column, built from a single buffer.
+
+    ``pa.array`` over tens of thousands of bytes objects cost 250-500 ms per
+    50,000 rows with the GIL held; joining them and handing Arrow the offsets
+    costs about 50 ms.
+    """
+    missing = [v is None for v in values]
+    present = [b"" if v is None else v for v in values]
+    offsets = array.array("q", [0])
+    offsets.extend(itertools.accumulate(map(len, present)))
+    data = pa.py_buffer(b"".join(present))
+    column = pa.LargeStringArray.from_buffers(len(present), pa.py_buffer(offsets), data)
+    column.validate(full=True)  # rejects invalid UTF-8
+    if any(missing):
+        column = pc.if_else(pa.array(missing, pa.bool_()), pa.scalar(None, pa.large_string()), column)
+    return column.cast(pa.string())
 
 
 def sort_for_patients(table: pa.Table) -> pa.Table:
