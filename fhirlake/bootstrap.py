@@ -77,7 +77,11 @@ def build(settings: Settings) -> Container:
     paths = Paths(root)
     pseudo = Pseudonymizer(load_or_create_key(paths.pseudonym_key))
     sealer = PlaintextSealer()
-    journal = Journal(paths.journal, settings.ingest.group_commit_max_wait_ms)
+    journal = Journal(
+        paths.journal,
+        settings.ingest.group_commit_max_wait_ms,
+        idempotency_ttl_s=settings.ingest.idempotency_ttl_hours * 3600.0,
+    )
     catalog = open_catalog(settings)
     lake_reader = LakeReader(catalog)
     writer = LakeWriter(

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS transactions (
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, status INTEGER NOT NULL,
     response BLOB NOT NULL, created INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -80,7 +81,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 class Journal:
     """The journal database; ``submit`` runs a write job inside a group commit."""
 
-    def __init__(self, path: Path, max_wait_ms: float = 2.0) -> None:
+    def __init__(self, path: Path, max_wait_ms: float = 2.0, idempotency_ttl_s: float = 72 * 3600.0) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(path)
@@ -88,6 +89,8 @@ class Journal:
         row = self._writer.execute("SELECT COALESCE(MAX(seq), 0) FROM transactions").fetchone()
         self._next_seq = int(row[0]) + 1
         self._max_wait = max_wait_ms / 1000.0
+        self._idempotency_ttl_us = int(idempotency_ttl_s * 1_000_000)
+        self._next_expiry = 0.0
         self._jobs: list[tuple[Callable[[WriteContext], Any], Future[Any]]] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -149,6 +152,7 @@ class Journal:
                 conn.execute("RELEASE job")
                 next_seq = ctx.next_seq
                 results.append((future, True, value))
+            self._expire_idempotency(conn)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -166,6 +170,14 @@ class Journal:
                 future.set_exception(value)
         for listener in self._listeners:
             listener(next_seq - 1)
+
+    def _expire_idempotency(self, conn: sqlite3.Connection) -> None:
+        """Forget idempotency keys past their TTL (at most once a minute, inside a group)."""
+        now = time.time()
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + 60
+        conn.execute("DELETE FROM idempotency WHERE created < ?", (int(now * 1_000_000) - self._idempotency_ttl_us,))
 
     def close(self) -> None:
         with self._cond:
@@ -254,12 +266,29 @@ class Journal:
             )
 
     def prune_bodies(self, upto_seq: int, older_than_us: int) -> int:
-        """Drop bodies that the lake already holds and that are past hot retention."""
+        """Drop bodies that the lake already holds and that are past hot retention.
+
+        Works from a ``pruned_seq`` watermark so each call touches only new rows.
+        """
         with self._feed_lock:
+            done = int(self.state("pruned_seq") or 0)
+            row = self._feed.execute(
+                "SELECT MAX(seq) FROM transactions WHERE seq > ? AND seq <= ? AND accepted < ?",
+                (done, upto_seq, older_than_us),
+            ).fetchone()
+            if row[0] is None:
+                return 0
+            boundary = int(row[0])
+            self._feed.execute("BEGIN IMMEDIATE")
             cur = self._feed.execute(
-                "UPDATE versions SET body=NULL WHERE seq <= ? AND last_updated < ? AND body IS NOT NULL",
-                (upto_seq, older_than_us),
+                "UPDATE versions SET body=NULL WHERE seq > ? AND seq <= ? AND body IS NOT NULL", (done, boundary)
             )
+            self._feed.execute(
+                "INSERT INTO state(name, value) VALUES ('pruned_seq', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                (str(boundary),),
+            )
+            self._feed.execute("COMMIT")
             return int(cur.rowcount)
 
     def state(self, name: str) -> str | None:
