@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lake.rows import VersionRow
+from lake.rows import Row
 
 T = TypeVar("T")
 
@@ -246,7 +246,7 @@ class Journal:
             end, total = int(seq), total + int(entries)
         return end
 
-    def rows_between(self, after_seq: int, upto_seq: int) -> list[VersionRow]:
+    def rows_between(self, after_seq: int, upto_seq: int) -> list[Row]:
         rows = (
             self.reader()
             .execute(
@@ -255,7 +255,7 @@ class Journal:
             )
             .fetchall()
         )
-        return [VersionRow(*r) for r in rows]
+        return rows
 
     def mark_committed(self, seq: int) -> None:
         with self._feed_lock:

@@ -6,6 +6,7 @@ Plain picklable records; they cross the process-pool boundary once per request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ingest.errors import IngestError
 from ingest.extract import Columns
@@ -31,14 +32,16 @@ class PreparedEntry:
     body: bytes | None = None  # serialized resource with meta placeholders
     cond_refs: tuple[str, ...] = ()
     patient_id: str | None = None
-    columns: Columns | None = None
+    columns: Columns | tuple[Any, ...] | None = None  # Columns; a plain tuple after crossing the pool
     identifiers: tuple[tuple[str, str], ...] = ()
     body_id: str | None = None  # id given in the body of a conditional update
     error: IngestError | None = None  # batch entries fail alone
 
     def __reduce__(self) -> tuple[object, ...]:
         # Pickled once per entry per request: a flat tuple is ~5x cheaper than the dataclass default.
-        return (_entry, (tuple(getattr(self, name) for name in _ENTRY_FIELDS),))
+        values = [getattr(self, name) for name in _ENTRY_FIELDS]
+        values[_COLUMNS_AT] = None if self.columns is None else tuple(self.columns)
+        return (_entry, (tuple(values),))
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class PreparedBundle:
 
 
 _ENTRY_FIELDS = tuple(PreparedEntry.__dataclass_fields__)
+_COLUMNS_AT = _ENTRY_FIELDS.index("columns")
 
 
 def _entry(values: tuple[object, ...]) -> PreparedEntry:

@@ -304,28 +304,10 @@ class TransactionApplier:
         body = self._finish_body(entry, plan, version, stamp)
         patient_id = plan.remap.get(entry.patient_id or "", entry.patient_id)
         patient_key = self._pseudo.patient_key(patient_id) if patient_id else None
-        cols = entry.columns
+        cols = entry.columns  # status, code_system, code, effective_us, value_num, value_unit
         assert cols is not None
-        ctx.write_versions(
-            [
-                (
-                    rtype,
-                    rid,
-                    version,
-                    ctx.pending_seq,
-                    stamp,
-                    0,
-                    patient_key,
-                    cols.status,
-                    cols.code_system,
-                    cols.code,
-                    cols.effective_us,
-                    cols.value_num,
-                    cols.value_unit,
-                    self._sealer.seal(rtype, rid, version, body),
-                )
-            ]
-        )
+        sealed = self._sealer.seal(rtype, rid, version, body)
+        ctx.write_versions([(rtype, rid, version, ctx.pending_seq, stamp, 0, patient_key, *cols, sealed)])
         tokens = conditional.identifier_tokens(self._pseudo, rtype, entry.identifiers)
         ctx.replace_tokens(rtype, rid, tokens, fresh=cur is None)
         status = 201 if cur is None or cur.deleted else 200

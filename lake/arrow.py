@@ -9,13 +9,14 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake.rows import VersionRow
+from lake.rows import Row
 from lake.schema import SCHEMA
 
 ARROW_SCHEMA: pa.Schema = SCHEMA.as_arrow()
 
 
-def rows_to_arrow(rows: list[VersionRow]) -> pa.Table:
+def rows_to_arrow(rows: list[Row]) -> pa.Table:
+    """Rows in VersionRow column order to a table in the lake schema, sorted for patient reads."""
     cols = list(zip(*rows, strict=True)) if rows else [()] * 14
     ts = pa.timestamp("us", tz="UTC")
     arrays = [

@@ -22,7 +22,7 @@ from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownExcept
 from lake.arrow import rows_to_arrow
 from lake.catalog import LakeCatalog
 from lake.errors import LakeUnavailableError
-from lake.rows import RowSource, VersionRow
+from lake.rows import RTYPE, SEQ, Row, RowSource
 from lake.schema import JOURNAL_SEQ_PROPERTY, table_for
 
 log = structlog.get_logger("lake.writer")
@@ -136,9 +136,9 @@ class LakeWriter:
         if high <= low:
             return 0, 0
         rows = self._source.rows_between(low, high)
-        groups: dict[str, list[VersionRow]] = defaultdict(list)
+        groups: dict[str, list[Row]] = defaultdict(list)
         for row in rows:
-            groups[table_for(row.resource_type)].append(row)
+            groups[table_for(row[RTYPE])].append(row)
         written = 0
         for name, table_rows in sorted(groups.items()):
             written += self._commit_table(name, table_rows, high)
@@ -148,11 +148,11 @@ class LakeWriter:
             self._on_flush(high)
         return max(len(rows), 1), written
 
-    def _commit_table(self, name: str, rows: list[VersionRow], high: int) -> int:
+    def _commit_table(self, name: str, rows: list[Row], high: int) -> int:
         for attempt in range(_COMMIT_ATTEMPTS):
             table = self._catalog.table(name, fresh=True)
             done = int(table.properties.get(JOURNAL_SEQ_PROPERTY, "0"))
-            pending = [r for r in rows if r.seq > done]
+            pending = [r for r in rows if r[SEQ] > done]
             if not pending:
                 return 0
             data = rows_to_arrow(pending)
