@@ -16,10 +16,8 @@ import argparse
 import asyncio
 import json
 import math
-import multiprocessing
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -28,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -38,190 +35,14 @@ from typing import Any
 import httpx
 import orjson
 import psutil
+from measure import Baseline, CpuLedger, run_baseline
+from workload import REPO, Workload, build_workload
 
-REPO = Path(__file__).resolve().parent.parent
-SYNTHEA = REPO / "tests" / "data" / "synthea_r4"
 TARGET_RESOURCES_PER_S = 2000.0
 TARGET_BASELINE_RATIO = 0.6
-_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_COPY_SLOT = "__FHIRLAKE_BENCH_COPY__"
-_SLOT = re.compile(f"({_UUID}|{_COPY_SLOT})")
-_BASELINE_CHUNK = 256
 FOREIGN_LOAD_WARNING = 0.05  # share of all cores used by processes outside the benchmark
 # uvicorn re-raises the SIGTERM it caught once its graceful shutdown (and our lifespan drain) is done
 CLEAN_EXIT = (0, -signal.SIGTERM)
-
-# -- workload ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Template:
-    """A bundle's text split into literals (even indexes) and slots (odd: a UUID or the copy slot)."""
-
-    parts: tuple[str, ...]
-    resources: int
-
-
-@dataclass(slots=True)
-class Workload:
-    bundles: list[bytes] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)  # resources per bundle
-    resources: list[bytes] = field(default_factory=list)  # every resource alone, for the baseline
-
-    @property
-    def total(self) -> int:
-        return sum(self.sizes)
-
-
-def _mark(doc: dict[str, Any]) -> dict[str, Any]:
-    """Add the per-copy slots: Bundle.identifier and distinct Patient identifiers."""
-    doc["identifier"] = {"system": "urn:fhirlake:bench", "value": str(uuid.uuid4())}
-    for entry in doc["entry"]:
-        resource = entry["resource"]
-        if resource["resourceType"] != "Patient":
-            continue
-        for ident in resource.get("identifier", []):
-            if isinstance(ident.get("value"), str) and not re.fullmatch(_UUID, ident["value"]):
-                ident["value"] = f"{ident['value']}-{_COPY_SLOT}"
-        bench_id = {"system": "urn:fhirlake:bench:patient", "value": str(uuid.uuid4())}
-        resource.setdefault("identifier", []).append(bench_id)
-    return doc
-
-
-def load_templates(directory: Path) -> list[Template]:
-    templates = []
-    for path in sorted(directory.glob("*.json")):
-        doc = _mark(orjson.loads(path.read_bytes()))
-        text = orjson.dumps(doc).decode()
-        templates.append(Template(tuple(_SLOT.split(text)), len(doc["entry"])))
-    return templates
-
-
-def rekey(template: Template, copy: int) -> bytes:
-    """One copy of ``template``: every UUID replaced consistently by a fresh one."""
-    fresh: dict[str, str] = {}
-    out = list(template.parts)
-    for i in range(1, len(out), 2):
-        slot = out[i].lower()
-        if slot == _COPY_SLOT.lower():
-            out[i] = str(copy)
-        else:
-            out[i] = fresh.get(slot) or fresh.setdefault(slot, str(uuid.uuid4()))
-    return "".join(out).encode()
-
-
-def build_workload(target: int) -> Workload:
-    templates = load_templates(SYNTHEA)
-    workload = Workload()
-    copy = total = 0
-    while total < target:
-        template = templates[copy % len(templates)]
-        total += template.resources
-        raw = rekey(template, copy)
-        workload.bundles.append(raw)
-        workload.sizes.append(template.resources)
-        workload.resources.extend(orjson.dumps(e["resource"]) for e in orjson.loads(raw)["entry"])
-        copy += 1
-    return workload
-
-
-# -- other load on the machine --------------------------------------------------------------------
-
-
-def _tree_cpu_s() -> float:
-    """CPU seconds of this process and all its descendants (the server, its workers, baseline workers)."""
-    me = psutil.Process()
-    total = 0.0
-    for proc in (me, *me.children(recursive=True)):
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
-def _system_cpu_s() -> tuple[float, float]:
-    """(busy, stolen) CPU seconds of the whole machine; steal is time a hypervisor gave to other guests."""
-    t = psutil.cpu_times()
-    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-    return float(busy), float(getattr(t, "steal", 0.0))
-
-
-class CpuLedger:
-    """How much CPU processes outside this benchmark used during a timed phase (they skew the numbers)."""
-
-    def __init__(self) -> None:
-        self._wall = time.perf_counter()
-        self._own, (self._busy, self._steal) = _tree_cpu_s(), _system_cpu_s()
-
-    def close(self) -> dict[str, float]:
-        capacity = (time.perf_counter() - self._wall) * (os.cpu_count() or 1)
-        busy, steal = _system_cpu_s()
-        own = _tree_cpu_s() - self._own
-        foreign = max(0.0, busy - self._busy - own)
-        return {
-            "own_cpu_s": round(own, 2),
-            "foreign_cpu_s": round(foreign, 2),
-            "foreign_share": round(foreign / capacity, 3),
-            "steal_share": round((steal - self._steal) / capacity, 3),
-        }
-
-
-# -- validation-only baseline (runs in pool workers) ----------------------------------------------
-
-_MODELS: dict[str, Any] = {}
-
-
-def _model(resource_type: str) -> Any:
-    model = _MODELS.get(resource_type)
-    if model is None:
-        from fhir.resources.R4B import get_fhir_model_class
-
-        model = _MODELS[resource_type] = get_fhir_model_class(resource_type)
-    return model
-
-
-def _baseline_init(samples: list[bytes], ready: Any) -> None:
-    for raw in samples:
-        obj = orjson.loads(raw)
-        _model(obj["resourceType"]).model_validate(obj)
-    ready.wait()
-
-
-def _validate_chunk(chunk: list[bytes]) -> int:
-    for raw in chunk:
-        obj = orjson.loads(raw)
-        _model(obj["resourceType"]).model_validate(obj)
-    return len(chunk)
-
-
-@dataclass(frozen=True, slots=True)
-class Baseline:
-    workers: int
-    resources: int
-    seconds: float
-    machine_load: dict[str, float]
-
-    @property
-    def per_s(self) -> float:
-        return self.resources / self.seconds
-
-
-def run_baseline(resources: list[bytes], workers: int) -> Baseline:
-    samples = list({orjson.loads(r)["resourceType"]: r for r in resources}.values())
-    chunks = [resources[i : i + _BASELINE_CHUNK] for i in range(0, len(resources), _BASELINE_CHUNK)]
-    ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Barrier(workers + 1)
-    with ctx.Pool(workers, initializer=_baseline_init, initargs=(samples, ready)) as pool:
-        ready.wait(timeout=300)  # every worker has imported and exercised each model class
-        started, ledger = time.perf_counter(), CpuLedger()
-        done = sum(pool.imap_unordered(_validate_chunk, chunks))
-        seconds, load = time.perf_counter() - started, ledger.close()
-    return Baseline(workers, done, seconds, load)
-
-
-# -- the server under test ------------------------------------------------------------------------
 
 
 def free_port() -> int:
