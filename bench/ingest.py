@@ -5,7 +5,7 @@ Runs the validation-only baseline first (server not started yet), then starts
 Synthea transaction bundles from concurrent clients, stops the server with
 SIGTERM (it drains every accepted row into Iceberg) and checks the lake.
 
-    /tmp/v/bin/python bench/ingest.py [--resources 100000] [--clients 8] [--out bench/results/ingest.json]
+    .venv/bin/python bench/ingest.py [--resources 100000] [--clients 8] [--out bench/results/ingest.json]
 
 See bench/README.md for what each number means.
 """

@@ -6,7 +6,7 @@ each candidate layout, appends it to a fresh Iceberg table in group-commit
 windows the way ``lake.writer`` does, then times patient reads before and after
 a compaction with ``lake.maintenance.compact_table``.
 
-    /tmp/v/bin/python bench/partitioning.py [--rows 300000] [--out bench/results/partitioning.json]
+    .venv/bin/python bench/partitioning.py [--rows 300000] [--out bench/results/partitioning.json]
 """
 
 from __future__ import annotations
