@@ -91,6 +91,7 @@ def build(settings: Settings) -> Container:
         min_rows=settings.lake.commit_min_rows,
         max_rows=settings.lake.max_batch_rows,
         hot_retention_s=settings.lake.hot_retention_s,
+        lock_path=paths.lake / "writer.lock",
     )
     limits = Limits(max_depth=settings.limits.max_depth, max_entries=settings.limits.max_entries)
     validator = Validator(limits, settings.ingest.validation_workers)

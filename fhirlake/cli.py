@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from fhirlake import logs
-    from fhirlake.server import build_app
+    from fhirlake.server import DEMO_ENV, build_app
 
     settings = _settings(args)
     if args.host:
@@ -37,15 +38,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         settings.server.port = args.port
     logs.configure(settings.log_level, settings.log_json)
-    app = build_app(settings, demo=args.demo)
-    uvicorn.run(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        access_log=False,  # the gateway logs route templates; raw paths and queries may carry PHI
-        log_config=None,
-        timeout_graceful_shutdown=30,
-    )
+    options: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "access_log": False,  # the gateway logs route templates; raw paths and queries may carry PHI
+        "log_config": None,
+        "timeout_graceful_shutdown": 30,
+    }
+    if args.workers > 1:
+        # Several gateway processes share the journal and the lake; each validates in-process,
+        # and one of them (holding the lake lock) commits to Iceberg.
+        os.environ["FHIRLAKE_DATA_DIR"] = str(settings.data_dir.resolve())
+        os.environ.setdefault("FHIRLAKE_INGEST__VALIDATION_WORKERS", "0")
+        os.environ[DEMO_ENV] = "1" if args.demo else "0"
+        uvicorn.run("fhirlake.server:app_from_env", factory=True, workers=args.workers, **options)
+        return 0
+    uvicorn.run(build_app(settings, demo=args.demo), **options)
     return 0
 
 
@@ -95,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--demo", action="store_true", help="load the bundled Synthea demo patients")
+    serve.add_argument("--workers", type=int, default=1, help="gateway processes (default 1)")
     _add_data_dir(serve)
     serve.set_defaults(func=cmd_serve)
 

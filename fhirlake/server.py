@@ -45,3 +45,17 @@ def build_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     app = create_app(container)
     app.router.lifespan_context = lifespan
     return app
+
+
+DEMO_ENV = "FHIRLAKE_SERVE_DEMO"
+
+
+def app_from_env() -> FastAPI:
+    """App factory for ``fhirlake serve --workers N``: each worker process builds its own container."""
+    import os
+
+    from fhirlake import logs
+
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_json)
+    return build_app(settings, demo=os.environ.get(DEMO_ENV) == "1")

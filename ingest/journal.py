@@ -86,8 +86,6 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(path)
         self._writer.executescript(_SCHEMA)
-        row = self._writer.execute("SELECT COALESCE(MAX(seq), 0) FROM transactions").fetchone()
-        self._next_seq = int(row[0]) + 1
         self._max_wait = max_wait_ms / 1000.0
         self._idempotency_ttl_us = int(idempotency_ttl_s * 1_000_000)
         self._next_expiry = 0.0
@@ -134,9 +132,10 @@ class Journal:
     def _apply_group(self, batch: list[tuple[Callable[[WriteContext], Any], Future[Any]]]) -> None:
         conn = self._writer
         results: list[tuple[Future[Any], bool, Any]] = []
-        next_seq = self._next_seq
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # Read under the write lock: several gateway processes may share this journal.
+            next_seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transactions").fetchone()[0])
             for job, future in batch:
                 conn.execute("SAVEPOINT job")
                 ctx = WriteContext(conn, next_seq)
@@ -161,7 +160,6 @@ class Journal:
                 if not future.done():
                     future.set_exception(exc)
             return
-        self._next_seq = next_seq
         self.commits += 1
         for future, ok, value in results:
             if ok:

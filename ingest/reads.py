@@ -16,6 +16,7 @@ from ingest.errors import (
     ResourceNotFoundError,
 )
 from ingest.journal import Journal
+from lake.errors import LakeDataError
 from lake.reader import LakeReader
 from security.pseudonym import Pseudonymizer
 from security.sealing import RowSealer
@@ -104,6 +105,8 @@ class ResourceReads:
         for r in rows:
             rid, version = str(r[1]), int(r[2])
             sealed = r[13] if r[13] is not None else cold.get((rid, version))
+            if sealed is None and not r[5]:
+                raise LakeDataError("a resource version is indexed but its body was not found in the lake")
             body = None if sealed is None else self._sealer.open(rtype, rid, version, bytes(sealed))
             out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body))
         return out

@@ -30,10 +30,19 @@ class LakeReader:
             keys_set = sorted(p for p in patients if p is not None)
             filt = And(_one_of("patient_key", keys_set), filt)
         filt = And(_one_of("resource_type", [resource_type]), filt)
-        table = self._catalog.table(table_for(resource_type))
+        versions = {(k[0], k[1]) for k in wanted}
+        found = self._scan_bodies(resource_type, filt, versions, fresh=False)
+        if len(found) < len(versions):
+            # Another process (the committing gateway, `lake maintain`) may have moved the table on.
+            found = self._scan_bodies(resource_type, filt, versions, fresh=True)
+        return found
+
+    def _scan_bodies(
+        self, resource_type: str, filt: BooleanExpression, versions: set[tuple[str, int]], *, fresh: bool
+    ) -> dict[tuple[str, int], bytes]:
+        table = self._catalog.table(table_for(resource_type), fresh=fresh)
         data = table.scan(row_filter=filt, selected_fields=("id", "version", "resource")).to_arrow()
         found: dict[tuple[str, int], bytes] = {}
-        versions = {(k[0], k[1]) for k in wanted}
         for rid, version, body in zip(
             data.column("id").to_pylist(),
             data.column("version").to_pylist(),

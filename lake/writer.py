@@ -9,12 +9,15 @@ already holds and writes every row exactly once.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
@@ -52,6 +55,7 @@ class LakeWriter:
         max_rows: int = 50_000,
         hot_retention_s: float = 3600.0,
         on_flush: Callable[[int], None] | None = None,
+        lock_path: Path | None = None,
     ) -> None:
         self._catalog = catalog
         self._source = source
@@ -66,6 +70,26 @@ class LakeWriter:
         self._thread: threading.Thread | None = None
         self.stats = WriterStats()
         self.last_error: str | None = None
+        self._lock_path = lock_path
+        self._lock_fd: int | None = None
+
+    def holds_lock(self) -> bool:
+        """Take the single-committer lock if it is free (several gateway processes share one lake)."""
+        if self._lock_fd is not None or self._lock_path is None:
+            return True
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lake-writer", daemon=True)
@@ -82,6 +106,7 @@ class LakeWriter:
             self._thread.join(timeout=120)
         if drain:
             self.flush()
+            self._release_lock()
 
     def _due(self) -> bool:
         """Commit when enough rows wait, or when the oldest has waited ``interval_s``.
@@ -103,7 +128,7 @@ class LakeWriter:
             if self._stop.is_set():
                 return
             try:
-                if self._due():
+                if self.holds_lock() and self._due():
                     self.flush()
                 self.last_error = None
             except Exception as exc:  # keep the thread alive; rows stay in the journal
@@ -117,6 +142,8 @@ class LakeWriter:
         Raises LakeUnavailableError when a commit keeps failing.
         """
         written = 0
+        if not self.holds_lock():
+            return 0  # another process is the committer; it drains these rows
         with self._flush_lock:
             # Drain what was accepted before this flush began, not what arrives during it:
             # under load, chasing new arrivals would turn one large commit into many small ones.
