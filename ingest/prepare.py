@@ -328,7 +328,7 @@ def _finish_entry(
 ) -> None:
     refs, links = _scan(resource, limits.max_depth, urls)
     for node, key in links:  # uri/url elements naming an entry (e.g. Attachment.url -> Binary)
-        node[key] = urls[node[key]]
+        node[key] = urls[node[key]] if node[key] in urls else _narrative_links(node[key], urls)
     _validate(resource, at)
     if entry.method == "PUT":
         _check_body_id(entry, resource.get("id"), at)
@@ -375,6 +375,7 @@ def _scan(
     """
     refs: list[dict[str, Any]] = []
     links: list[tuple[Any, Any]] = []
+    divs: list[tuple[Any, Any]] = []
     stack: list[tuple[Any, int]] = [(resource, 1)]
     while stack:
         node, depth = stack.pop()
@@ -390,9 +391,23 @@ def _scan(
         for key, child in children:
             if child.__class__ is dict or child.__class__ is list:
                 stack.append((child, depth + 1))
-            elif urls and child.__class__ is str and key != "reference" and child in urls:
-                links.append((node, key))
+            elif urls and child.__class__ is str and key != "reference":
+                if child in urls:
+                    links.append((node, key))
+                elif key == "div":
+                    divs.append((node, key))
+    if urls:
+        links += [(node, key) for node, key in divs if _narrative_links(node[key], urls) != node[key]]
     return refs, links
+
+
+def _narrative_links(div: str, urls: dict[str, str]) -> str:
+    """Narrative ``href`` / ``src`` attributes that name an entry's fullUrl, pointed at its new id."""
+    for url, target in urls.items():
+        if url in div:
+            for attribute in ("href", "src"):
+                div = div.replace(f'{attribute}="{url}"', f'{attribute}="{target}"')
+    return div
 
 
 def _validate(resource: dict[str, Any], at: int | None) -> None:
