@@ -145,9 +145,16 @@ class ResourceReads:
                 found = self._match(conn, rtype, base, value)
                 ids = found if ids is None else ids & found
                 used.append((name, value))
-        if ids is None:
-            rows = conn.execute("SELECT id FROM current WHERE rtype=? AND deleted=0 ORDER BY id", (rtype,)).fetchall()
-            ids = {str(r[0]) for r in rows}
+        if ids is None:  # no criteria: page in SQL instead of loading every id of the type
+            total = int(
+                conn.execute("SELECT COUNT(*) FROM current WHERE rtype=? AND deleted=0", (rtype,)).fetchone()[0]
+            )
+            rows = conn.execute(
+                "SELECT id FROM current WHERE rtype=? AND deleted=0 ORDER BY id LIMIT ? OFFSET ?",
+                (rtype, count, offset),
+            ).fetchall()
+            page_ids = [str(r[0]) for r in rows]
+            return SearchResult(self._current_rows(rtype, page_ids), total, offset, count, used, ignored)
         ordered = sorted(ids)
         page = ordered[offset : offset + count]
         resources = self._current_rows(rtype, page)
