@@ -60,8 +60,12 @@ class RequestContext:
 
 
 def _request_id(given: str | None) -> str:
-    if given and len(given) <= 64 and given.replace("-", "").isalnum():
-        return given
+    """A client's X-Request-Id is kept only if it is a UUID: free text could carry an identifier into logs."""
+    if given:
+        try:
+            return str(uuid.UUID(given))
+        except ValueError:
+            pass
     return str(uuid.uuid4())
 
 

@@ -52,18 +52,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _prefer(request: Request) -> dict[str, str]:
+    """The ``Prefer`` preferences (RFC 7240: comma-separated; ``;`` is also accepted)."""
+    out: dict[str, str] = {}
+    for header in request.headers.getlist("prefer"):
+        for part in header.replace(";", ",").split(","):
+            name, _, value = part.strip().partition("=")
+            out.setdefault(name.strip().lower(), value.strip().strip('"'))
+    return out
+
+
 def prefer_return(request: Request) -> str:
     """``minimal``, ``representation`` (default) or ``OperationOutcome``."""
-    for part in request.headers.get("prefer", "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name.strip() == "return" and value.strip().strip('"') in ("minimal", "representation", "OperationOutcome"):
-            return value.strip().strip('"')
-    return "representation"
+    value = _prefer(request).get("return", "")
+    return value if value in ("minimal", "representation", "OperationOutcome") else "representation"
 
 
 def prefer_strict(request: Request) -> bool:
-    for part in request.headers.get("prefer", "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name.strip() == "handling" and value.strip() == "strict":
-            return True
-    return False
+    return _prefer(request).get("handling") == "strict"

@@ -92,9 +92,7 @@ class Journal:
         self._jobs: list[tuple[Callable[[WriteContext], Any], Future[Any]]] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._listeners: list[Callable[[int], None]] = []
         self._local = threading.local()
-        self.commits = 0
         self._feed = _connect(path)
         self._feed_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
@@ -111,10 +109,6 @@ class Journal:
             self._jobs.append((job, future))
             self._cond.notify()
         return future
-
-    def on_commit(self, listener: Callable[[int], None]) -> None:
-        """Call ``listener(last_seq)`` after every durable group commit."""
-        self._listeners.append(listener)
 
     def _run(self) -> None:
         while True:
@@ -160,14 +154,11 @@ class Journal:
                 if not future.done():
                     future.set_exception(exc)
             return
-        self.commits += 1
         for future, ok, value in results:
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-        for listener in self._listeners:
-            listener(next_seq - 1)
 
     def _expire_idempotency(self, conn: sqlite3.Connection) -> None:
         """Forget idempotency keys past their TTL (at most once a minute, inside a group)."""

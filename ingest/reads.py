@@ -142,7 +142,7 @@ class ResourceReads:
                 ignored.append(name)
                 continue
             else:
-                found = self._match(conn, rtype, base, value)
+                found = self._match(rtype, base, value)
                 ids = found if ids is None else ids & found
                 used.append((name, value))
         if ids is None:  # no criteria: page in SQL instead of loading every id of the type
@@ -160,7 +160,7 @@ class ResourceReads:
         resources = self._current_rows(rtype, page)
         return SearchResult(resources, len(ordered), offset, count, used, ignored)
 
-    def _match(self, conn: object, rtype: str, name: str, value: str) -> set[str]:
+    def _match(self, rtype: str, name: str, value: str) -> set[str]:
         if name == "_id":
             return {i for i in value.split(",") if self._live(rtype, i)}
         if name == "identifier":

@@ -47,9 +47,7 @@ class IngestService:
     async def submit_bundle(self, raw: bytes, idempotency_key: str | None) -> Outcome:
         """Process a transaction or batch Bundle (raises IngestError for a rejected transaction)."""
         digest = request_hash(raw)
-        replay = await self._early_replay(idempotency_key, digest)
-        if replay is not None:
-            return replay
+        await self._reject_reused_key(idempotency_key, digest)
         prepared = await self._validator.bundle(raw)
         key = _key(idempotency_key, prepared)
         return await self._apply(prepared, None if key is None else Idempotency(key, digest))
@@ -71,30 +69,30 @@ class IngestService:
             b"%s %s/%s?%s\n" % (method.encode(), resource_type.encode(), str(resource_id).encode(), str(query).encode())
             + (raw or b"")
         )
-        outcome = await self._early_replay(idempotency_key, digest)
-        if outcome is None:
-            prepared = await self._validator.interaction(raw, method, resource_type, resource_id, query)
-            entry = prepared.entries[0]
-            if if_match is not None:
-                entry.if_match = if_match
-            if if_none_exist:
-                entry.conditional = strip_type(if_none_exist, resource_type)
-            key = None if idempotency_key is None else f"h:{_hash(idempotency_key)}"
-            outcome = await self._apply(prepared, None if key is None else Idempotency(key, digest))
+        await self._reject_reused_key(idempotency_key, digest)
+        prepared = await self._validator.interaction(raw, method, resource_type, resource_id, query)
+        entry = prepared.entries[0]
+        if if_match is not None:
+            entry.if_match = if_match
+        if if_none_exist:
+            entry.conditional = strip_type(if_none_exist, resource_type)
+        key = None if idempotency_key is None else f"h:{_hash(idempotency_key)}"
+        outcome = await self._apply(prepared, None if key is None else Idempotency(key, digest))
         result = outcome.writes[0]
         if result.error is not None:
             raise result.error
         return outcome
 
-    async def _early_replay(self, idempotency_key: str | None, digest: str) -> Outcome | None:
+    async def _reject_reused_key(self, idempotency_key: str | None, digest: str) -> None:
+        """409 before validating when a header key already stands for a different request.
+
+        A matching retry is replayed by the journal job itself, from the record in its group.
+        """
         if idempotency_key is None:
-            return None
+            return
         stored = await run_in_threadpool(self._journal.idempotent_response, f"h:{_hash(idempotency_key)}")
-        if stored is None:
-            return None
-        if stored[0] != digest:
+        if stored is not None and stored[0] != digest:
             raise ConflictError("The idempotency key was used with a different request")
-        return None  # the journal job replays it from the same record, inside its group
 
     async def _apply(self, prepared: PreparedBundle, idem: Idempotency | None) -> Outcome:
         future = self._journal.submit(lambda ctx: self._applier.apply(ctx, prepared, idem))

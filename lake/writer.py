@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +53,6 @@ class LakeWriter:
         min_rows: int = 25_000,
         max_rows: int = 50_000,
         hot_retention_s: float = 3600.0,
-        on_flush: Callable[[int], None] | None = None,
         lock_path: Path | None = None,
     ) -> None:
         self._catalog = catalog
@@ -63,7 +61,6 @@ class LakeWriter:
         self._min_rows = min_rows
         self._max_rows = max_rows
         self._retention_us = int(hot_retention_s * 1_000_000)
-        self._on_flush = on_flush
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
@@ -94,9 +91,6 @@ class LakeWriter:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lake-writer", daemon=True)
         self._thread.start()
-
-    def notify(self, _seq: int = 0) -> None:
-        self._wake.set()
 
     def stop(self, *, drain: bool = True) -> None:
         """Stop the thread; with ``drain``, first write everything accepted so far."""
@@ -171,8 +165,6 @@ class LakeWriter:
             written += self._commit_table(name, table_rows, high)
         self._source.mark_committed(high)
         self.stats.windows += 1
-        if self._on_flush is not None:
-            self._on_flush(high)
         return max(len(rows), 1), written
 
     def _commit_table(self, name: str, rows: list[Row], high: int) -> int:
