@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from fhirlake.settings import Settings
+from ingest.erasure import PatientErasure
 from ingest.fhir_types import supported_types
 from ingest.journal import Journal
 from ingest.prepared import Limits
@@ -16,8 +19,14 @@ from ingest.validation import Validator
 from lake.catalog import LakeCatalog
 from lake.reader import LakeReader
 from lake.writer import LakeWriter
-from security.pseudonym import Pseudonymizer, load_or_create_key
-from security.sealing import PlaintextSealer
+from security.errors import KeyStoreError
+from security.keys import INDEX_SUBJECT, CachePolicy, DataKeys
+from security.keystore import KeyStore
+from security.kms import load_provider
+from security.pseudonym import Pseudonymizer
+from security.sealing import FieldSealer, PlaintextSealer, RowSealer
+
+log = structlog.get_logger("fhirlake.bootstrap")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +42,12 @@ class Paths:
         return self.root / "lake"
 
     @property
-    def pseudonym_key(self) -> Path:
-        return self.root / "keys" / "pseudonym.key"
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def keystore(self) -> Path:
+        return self.root / "keys" / "keystore.db"
 
 
 def open_catalog(settings: Settings) -> LakeCatalog:
@@ -55,6 +68,8 @@ class Container:
     validator: Validator
     reads: ResourceReads
     service: IngestService
+    keys: DataKeys
+    erasure: PatientErasure
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -62,21 +77,44 @@ class Container:
         self.lake_writer.start()
 
     def ready(self) -> bool:
-        return self.lake_writer.last_error is None
+        return self.lake_writer.last_error is None and self.keys.kms_available
 
     def close(self) -> None:
         """Stop accepting, write everything accepted to the lake, release resources."""
         self.validator.close()
         self.lake_writer.stop(drain=True)
         self.journal.close()
+        self.keys.store.close()
+
+
+def open_keys(settings: Settings) -> DataKeys:
+    """The tenant's data keys: KMS provider plus the key store under ``<data-dir>/keys``."""
+    paths = Paths(settings.data_dir.resolve())
+    sec = settings.security
+    policy = CachePolicy(sec.key_cache_size, sec.key_cache_ttl_s, sec.kms_check_interval_s, sec.kms_retry_after_s)
+    provider = load_provider(sec.kms, paths.keys)
+    return DataKeys(provider, KeyStore(paths.keystore), settings.tenant, policy)
+
+
+def _sealer(settings: Settings, keys: DataKeys) -> RowSealer:
+    """Field encryption, or (benchmarks only) none; a data dir never mixes the two."""
+    mode = "on" if settings.security.encryption else "off"
+    recorded = keys.store.setting("encryption", mode)
+    if recorded != mode:
+        raise KeyStoreError(f"this data dir was created with encryption {recorded}; it cannot be opened with {mode}")
+    if not settings.security.encryption:
+        log.warning("encryption_off", detail="field-level encryption is OFF: benchmark use only, never with PHI")
+        return PlaintextSealer()
+    return FieldSealer(keys)
 
 
 def build(settings: Settings) -> Container:
     root = settings.data_dir.resolve()
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = Paths(root)
-    pseudo = Pseudonymizer(load_or_create_key(paths.pseudonym_key))
-    sealer = PlaintextSealer()
+    keys = open_keys(settings)
+    pseudo = Pseudonymizer(keys.secret(INDEX_SUBJECT), settings.tenant)
+    sealer = _sealer(settings, keys)
     journal = Journal(
         paths.journal,
         settings.ingest.group_commit_max_wait_ms,
@@ -97,4 +135,5 @@ def build(settings: Settings) -> Container:
     validator = Validator(limits, settings.ingest.validation_workers)
     reads = ResourceReads(journal, lake_reader, pseudo, sealer)
     service = IngestService(journal, validator, TransactionApplier(pseudo, sealer), reads, settings.limits.max_count)
-    return Container(settings, journal, catalog, writer, lake_reader, validator, reads, service)
+    erasure = PatientErasure(journal, keys if sealer.encrypted else None, pseudo)
+    return Container(settings, journal, catalog, writer, lake_reader, validator, reads, service, keys, erasure)

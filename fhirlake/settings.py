@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from security.config import SecuritySettings
+
 
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
@@ -63,3 +65,4 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     ingest: IngestSettings = IngestSettings()
     lake: LakeSettings = LakeSettings()
+    security: SecuritySettings = SecuritySettings()

@@ -7,7 +7,7 @@ from typing import Any
 
 import fhirlake
 from ingest.fhir_types import supported_types
-from ingest.reads import PATIENT_TYPES
+from ingest.reads import PATIENT_TYPES, blind_params
 
 _INTERACTIONS = ("read", "vread", "update", "delete", "create", "search-type")
 
@@ -21,19 +21,28 @@ def capability_statement(base: str) -> dict[str, Any]:
         ]
         if rtype in PATIENT_TYPES:
             params += [{"name": "patient", "type": "reference"}, {"name": "subject", "type": "reference"}]
-        resources.append(
+        params += [
             {
-                "type": rtype,
-                "interaction": [{"code": c} for c in _INTERACTIONS],
-                "versioning": "versioned-update",
-                "readHistory": True,
-                "updateCreate": True,
-                "conditionalCreate": True,
-                "conditionalUpdate": True,
-                "conditionalDelete": "single",
-                "searchParam": params,
+                "name": p,
+                "type": "date" if p == "birthdate" else "string" if p == "family" else "token",
+                "documentation": "exact match of the normalized value, through a blind index",
             }
-        )
+            for p in blind_params(rtype)
+        ]
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "interaction": [{"code": c} for c in _INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "searchParam": params,
+        }
+        if rtype == "Patient":
+            entry["operation"] = [{"name": "purge", "definition": f"{base}/OperationDefinition/fhirlake-purge"}]
+        resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -15,6 +15,7 @@ from gateway.fhir import fhir_json
 from ingest import errors as ie
 from ingest.journal import JournalClosedError
 from lake.errors import LakeError
+from security.errors import KeyAccessError, KeyShreddedError, KmsUnavailableError
 
 log = structlog.get_logger("gateway")
 
@@ -31,6 +32,9 @@ STATUS_OF: dict[type[Exception], int] = {
     ie.BackpressureError: 503,
     JournalClosedError: 503,
     LakeError: 503,
+    KmsUnavailableError: 503,
+    KeyAccessError: 503,  # fail closed: a key the KMS refuses is a key we do not have
+    KeyShreddedError: 410,
 }
 
 
@@ -52,6 +56,10 @@ def outcome(issues: list[ie.Issue]) -> dict[str, object]:
 def outcome_of(exc: BaseException) -> dict[str, object]:
     if isinstance(exc, ie.IngestError):
         return outcome(exc.issues)
+    if isinstance(exc, KeyShreddedError):
+        return outcome([ie.Issue("deleted", "the patient of this resource was erased")])
+    if isinstance(exc, KmsUnavailableError | KeyAccessError):
+        return outcome([ie.Issue("transient", "the key management service is unavailable; no data was returned")])
     if isinstance(exc, FhirlakeError) and status_of(exc) != 500:
         return outcome([ie.Issue("transient", "the service is temporarily unavailable")])
     return outcome([ie.Issue("exception", "internal server error")])

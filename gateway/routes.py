@@ -54,6 +54,20 @@ async def transaction_or_batch(request: Request) -> Response:
     return raw_json(bundle_response(_base(request), result, prefer_return(request)), headers=headers)
 
 
+@router.post("/Patient/{rid}/$purge")
+async def purge_patient(request: Request, rid: str) -> Response:
+    """Erase a patient by destroying the patient's data key (crypto-shredding)."""
+    check_negotiation(request)
+    report = await request.app.state.container.erasure.erase_async(rid)
+    text = f"patient erased: data key destroyed, {report.resources} resources retired"
+    issues = [Issue("informational", text, severity="information")]
+    if report.copies_missing:
+        issues.append(
+            Issue("incomplete", f"{len(report.copies_missing)} key store copies were not reachable", severity="warning")
+        )
+    return fhir_json(outcome(issues))
+
+
 @router.get("/{rtype}")
 async def search(request: Request, rtype: str) -> Response:
     check_negotiation(request)

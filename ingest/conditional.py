@@ -20,8 +20,8 @@ def identifier_tokens(pseudo: Pseudonymizer, rtype: str, idents: Iterable[tuple[
     """Every token a resource with these identifiers is findable by."""
     out: set[str] = set()
     for system, value in idents:
-        out.add(pseudo.token(rtype, system, value))
-        out.add(pseudo.token(rtype, None, value))
+        out.add(pseudo.identifier_token(rtype, system, value))
+        out.add(pseudo.identifier_token(rtype, None, value))
     return out
 
 
@@ -32,9 +32,9 @@ def query_tokens(pseudo: Pseudonymizer, rtype: str, raw: str) -> set[str]:
         system, sep, value = item.partition("|")
         if not sep:
             system, value = "", item
-            out.add(pseudo.token(rtype, None, value))
+            out.add(pseudo.identifier_token(rtype, None, value))
         elif value:
-            out.add(pseudo.token(rtype, system, value))
+            out.add(pseudo.identifier_token(rtype, system, value))
     return out
 
 

@@ -6,8 +6,11 @@ processes, next to validation, so the request path never walks a resource twice.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import orjson
+
+from security.policy import field_policy
 
 _EFFECTIVE: dict[str, tuple[str, ...]] = {
     "Observation": ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"),
@@ -52,7 +55,7 @@ class Columns(NamedTuple):
     status: str | None = None
     code_system: str | None = None
     code: str | None = None
-    effective_us: int | None = None
+    effective_year: int | None = None  # the year only: finer dates are PHI (sealed in the phi column)
     value_num: float | None = None
     value_unit: str | None = None
 
@@ -80,24 +83,6 @@ def _first_coding(concept: object) -> tuple[str | None, str | None]:
     return None, None
 
 
-def fhir_instant_us(value: str) -> int | None:
-    """Microseconds since the epoch for a FHIR date, dateTime or instant (start of a partial date)."""
-    try:
-        if len(value) == 4:
-            moment = datetime(int(value), 1, 1, tzinfo=UTC)
-        elif len(value) == 7:
-            moment = datetime(int(value[:4]), int(value[5:7]), 1, tzinfo=UTC)
-        elif len(value) == 10:
-            moment = datetime(int(value[:4]), int(value[5:7]), int(value[8:10]), tzinfo=UTC)
-        else:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return int(moment.timestamp() * 1_000_000)
-
-
 def extract_columns(resource: dict[str, object]) -> Columns:
     rtype = str(resource["resourceType"])
     status = resource.get("status")
@@ -114,7 +99,7 @@ def extract_columns(resource: dict[str, object]) -> Columns:
     for path in _EFFECTIVE.get(rtype, ()):
         raw = _get(resource, path)
         if isinstance(raw, str):
-            effective = fhir_instant_us(raw)
+            effective = int(raw[:4]) if raw[:4].isdigit() else None
             break
     value_num, value_unit = None, None
     quantity = resource.get("valueQuantity")
@@ -126,14 +111,18 @@ def extract_columns(resource: dict[str, object]) -> Columns:
         status=status if isinstance(status, str) else None,
         code_system=system,
         code=code,
-        effective_us=effective,
+        effective_year=effective,
         value_num=value_num,
         value_unit=value_unit,
     )
 
 
 def patient_reference(resource: dict[str, object]) -> str | None:
-    """The logical id of the patient whose compartment holds this resource, if any."""
+    """The logical id of the patient whose compartment holds this resource, if any.
+
+    A conditional reference (``Patient?identifier=…``) is returned as written;
+    the transaction resolves it.
+    """
     if resource.get("resourceType") == "Patient":
         rid = resource.get("id")
         return str(rid) if rid else None
@@ -143,6 +132,8 @@ def patient_reference(resource: dict[str, object]) -> str | None:
             target = ref.get("reference")
             if isinstance(target, str) and target.startswith("Patient/"):
                 return target[len("Patient/") :].split("/", 1)[0]
+            if isinstance(target, str) and target.startswith("Patient?"):
+                return target
     return None
 
 
@@ -158,3 +149,29 @@ def identifiers(resource: dict[str, object]) -> tuple[tuple[str, str], ...]:
         if isinstance(ident, dict) and isinstance(ident.get("value"), str):
             out.append((str(ident.get("system") or ""), ident["value"]))
     return tuple(out)
+
+
+def phi_fields(resource: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:
+    """The elements the field policy seals one by one, serialized: ``(element, json)``."""
+    rtype = str(resource["resourceType"])
+    return tuple((name, orjson.dumps(resource[name])) for name in field_policy().of(rtype).fields if name in resource)
+
+
+def search_values(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Values of the blind-indexed search parameters other than identifier: ``(param, value)``."""
+    blind = field_policy().of(str(resource["resourceType"])).blind
+    out: list[tuple[str, str]] = []
+    if "family" in blind:
+        names = resource.get("name")
+        for name in names if isinstance(names, list) else [names]:
+            if isinstance(name, dict) and isinstance(name.get("family"), str):
+                out.append(("family", name["family"]))
+    if "birthdate" in blind and isinstance(resource.get("birthDate"), str):
+        out.append(("birthdate", resource["birthDate"]))
+    telecom = resource.get("telecom")
+    for point in telecom if isinstance(telecom, list) else ():
+        if isinstance(point, dict) and isinstance(point.get("value"), str):
+            param = {"phone": "phone", "sms": "phone", "email": "email"}.get(str(point.get("system")))
+            if param in blind:
+                out.append((param, point["value"]))
+    return tuple(dict.fromkeys(out))

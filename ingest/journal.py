@@ -1,7 +1,8 @@
 """Durable acceptance: the journal of accepted transactions and the version index.
 
 One SQLite database (WAL, ``synchronous=FULL``) holds, per resource version, the
-row that will be written to the lake (the body until it has reached the lake),
+row that will be written to the lake (the sealed body and PHI fields until they
+have reached the lake; nothing in it is PHI in clear),
 plus the current-version index, blind identifier tokens and idempotency keys.
 A single writer thread applies transactions in *groups*: each request runs in
 its own savepoint, the whole group is made durable by one commit (one fsync),
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lake.rows import Row
+from lake.rows import COLUMN_COUNT, Row
 
 T = TypeVar("T")
 
@@ -30,8 +31,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
     seq INTEGER NOT NULL, last_updated INTEGER NOT NULL, deleted INTEGER NOT NULL,
-    patient_key TEXT, status TEXT, code_system TEXT, code TEXT, effective INTEGER,
-    value_num REAL, value_unit TEXT, body BLOB);
+    patient_key TEXT, status TEXT, code_system TEXT, code TEXT, effective_year INTEGER,
+    value_num REAL, value_unit TEXT, body BLOB, phi BLOB);
 CREATE UNIQUE INDEX IF NOT EXISTS versions_key ON versions(rtype, id, version);
 CREATE INDEX IF NOT EXISTS versions_seq ON versions(seq);
 CREATE TABLE IF NOT EXISTS current (
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 VERSION_COLUMNS = (
     "rtype, id, version, seq, last_updated, deleted, patient_key, status, code_system, code, "
-    "effective, value_num, value_unit, body"
+    "effective_year, value_num, value_unit, body, phi"
 )
 
 
@@ -270,7 +271,8 @@ class Journal:
             boundary = int(row[0])
             self._feed.execute("BEGIN IMMEDIATE")
             cur = self._feed.execute(
-                "UPDATE versions SET body=NULL WHERE seq > ? AND seq <= ? AND body IS NOT NULL", (done, boundary)
+                "UPDATE versions SET body=NULL, phi=NULL WHERE seq > ? AND seq <= ? AND body IS NOT NULL",
+                (done, boundary),
             )
             self._feed.execute(
                 "INSERT INTO state(name, value) VALUES ('pruned_seq', ?) "
@@ -361,7 +363,7 @@ class WriteContext:
         self.rows_written += len(rows)
 
     def _insert_versions(self, rows: list[tuple[Any, ...]]) -> None:
-        self.conn.executemany(f"INSERT INTO versions({VERSION_COLUMNS}) VALUES ({','.join('?' * 14)})", rows)  # noqa: S608
+        self.conn.executemany(f"INSERT INTO versions({VERSION_COLUMNS}) VALUES ({','.join('?' * COLUMN_COUNT)})", rows)  # noqa: S608
         self.conn.executemany(
             "INSERT INTO current(rtype, id, version, deleted, patient_key, last_updated) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT(rtype, id) DO UPDATE SET version=excluded.version, deleted=excluded.deleted, "

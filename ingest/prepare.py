@@ -25,7 +25,7 @@ from ingest.errors import (
     PayloadTooLargeError,
     entry_issue,
 )
-from ingest.extract import extract_columns, identifiers, patient_reference
+from ingest.extract import extract_columns, identifiers, patient_reference, phi_fields, search_values
 from ingest.fhir_types import R4_RESOURCE_TYPES, is_supported, model_class
 from ingest.prepared import Limits, PreparedBundle, PreparedEntry
 
@@ -343,6 +343,8 @@ def _finish_entry(
     entry.patient_id = patient_reference(out)
     entry.columns = extract_columns(out)
     entry.identifiers = identifiers(out)
+    entry.search = search_values(out)
+    entry.phi = phi_fields(out)
 
 
 def _check_body_id(entry: PreparedEntry, body_id: object, at: int | None) -> None:

@@ -34,6 +34,8 @@ class PreparedEntry:
     patient_id: str | None = None
     columns: Columns | tuple[Any, ...] | None = None  # Columns; a plain tuple after crossing the pool
     identifiers: tuple[tuple[str, str], ...] = ()
+    search: tuple[tuple[str, str], ...] = ()  # blind-indexed (param, value) pairs besides identifiers
+    phi: tuple[tuple[str, bytes], ...] = ()  # policy elements to seal one by one: (element, json)
     body_id: str | None = None  # id given in the body of a conditional update
     error: IngestError | None = None  # batch entries fail alone
 

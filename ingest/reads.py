@@ -18,10 +18,13 @@ from ingest.errors import (
 from ingest.journal import Journal
 from lake.errors import LakeDataError
 from lake.reader import LakeReader
+from security.errors import KeyShreddedError
+from security.policy import field_policy
 from security.pseudonym import Pseudonymizer
-from security.sealing import RowSealer
+from security.sealing import BODY_PATH, RowSealer
 
-SEARCH_PARAMS = ("_id", "identifier", "patient", "subject")
+SEARCH_PARAMS = ("_id", "identifier", "patient", "subject", "family", "birthdate", "phone", "email")
+_BLIND = frozenset({"family", "birthdate", "phone", "email"})
 # Types whose patient compartment membership is recorded (subject / patient / beneficiary).
 PATIENT_TYPES = frozenset(
     {
@@ -53,6 +56,11 @@ PATIENT_TYPES = frozenset(
     }
 )
 _CONTROL = frozenset({"_count", "_offset", "_format", "_pretty"})
+
+
+def blind_params(rtype: str) -> list[str]:
+    """The blind-indexed PHI search parameters of ``rtype`` besides identifier."""
+    return sorted(_BLIND & field_policy().of(rtype).blind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +115,17 @@ class ResourceReads:
             sealed = r[13] if r[13] is not None else cold.get((rid, version))
             if sealed is None and not r[5]:
                 raise LakeDataError("a resource version is indexed but its body was not found in the lake")
-            body = None if sealed is None else self._sealer.open(rtype, rid, version, bytes(sealed))
+            try:
+                body = None if sealed is None else self._sealer.open(rtype, rid, version, BODY_PATH, bytes(sealed))
+            except KeyShreddedError:
+                raise ResourceGoneError(
+                    f"{rtype} resource was erased", [Issue("deleted", "the patient of this resource was erased")]
+                ) from None
             out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body))
         return out
 
     def search(self, rtype: str, params: list[tuple[str, str]], *, strict: bool, max_count: int) -> SearchResult:
-        """Search ``rtype`` by ``_id``, ``identifier`` and ``patient``/``subject``.
+        """Search ``rtype`` by ``_id``, ``identifier``, ``patient``/``subject`` and the blind-indexed PHI.
 
         Raises InvalidInputError for unknown parameters when ``strict``.
         """
@@ -133,6 +146,8 @@ class ResourceReads:
                 base != name
                 or base not in SEARCH_PARAMS
                 or (base in ("patient", "subject") and rtype not in PATIENT_TYPES)
+                or (base in _BLIND and base not in field_policy().of(rtype).blind)
+                or (base == "birthdate" and value[:2].isalpha() and not value.startswith("eq"))
             ):
                 if strict:
                     raise InvalidInputError(
@@ -166,6 +181,9 @@ class ResourceReads:
         if name == "identifier":
             tokens = conditional.query_tokens(self._pseudo, rtype, value)
             return set(self._journal.ids_by_token(rtype, tokens))
+        if name in _BLIND:  # exact match on the normalized value, through the blind index
+            values = [v.removeprefix("eq") if name == "birthdate" else v for v in value.split(",")]
+            return set(self._journal.ids_by_token(rtype, {self._pseudo.token(rtype, name, v) for v in values}))
         keys = [self._pseudo.patient_key(v.split("/")[-1]) for v in value.split(",") if v]
         if any(v.count("/") > 1 or ("/" in v and not v.startswith("Patient/")) for v in value.split(",")):
             return set()
@@ -192,7 +210,7 @@ class ResourceReads:
             self._journal.reader()
             .execute(
                 "SELECT v.rtype, v.id, v.version, v.seq, v.last_updated, v.deleted, v.patient_key, v.status, "  # noqa: S608
-                "v.code_system, v.code, v.effective, v.value_num, v.value_unit, v.body FROM current c "
+                "v.code_system, v.code, v.effective_year, v.value_num, v.value_unit, v.body, v.phi FROM current c "
                 f"JOIN versions v ON v.rtype=c.rtype AND v.id=c.id AND v.version=c.version "
                 f"WHERE c.rtype=? AND c.id IN ({marks}) ORDER BY c.id",
                 (rtype, *ids),

@@ -95,6 +95,9 @@ class IngestService:
             raise ConflictError("The idempotency key was used with a different request")
 
     async def _apply(self, prepared: PreparedBundle, idem: Idempotency | None) -> Outcome:
+        if any(e.method in ("POST", "PUT") for e in prepared.entries):
+            # Key creation and unwrapping (KMS calls, key store fsyncs) stay off the journal writer.
+            await run_in_threadpool(self._applier.prepare_keys, prepared)
         future = self._journal.submit(lambda ctx: self._applier.apply(ctx, prepared, idem))
         applied = await asyncio.wrap_future(future)
         if applied.replayed:

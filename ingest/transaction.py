@@ -9,6 +9,7 @@ entry in its own nested savepoint.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,8 +33,11 @@ from ingest.errors import (
 from ingest.journal import WriteContext
 from ingest.prepare import reference_element
 from ingest.prepared import PreparedBundle, PreparedEntry
+from lake.rows import pack_fields
+from security.errors import KeyShreddedError
+from security.keys import patient_subject
 from security.pseudonym import Pseudonymizer
-from security.sealing import RowSealer
+from security.sealing import BODY_PATH, RowSealer
 
 
 @dataclass(slots=True)
@@ -138,6 +142,21 @@ class TransactionApplier:
     def __init__(self, pseudo: Pseudonymizer, sealer: RowSealer) -> None:
         self._pseudo = pseudo
         self._sealer = sealer
+
+    def prepare_keys(self, bundle: PreparedBundle) -> None:
+        """Create or unwrap the data keys the bundle's writes will need, outside the journal writer.
+
+        Raises KmsUnavailableError; a shredded patient fails later, in its own entry.
+        """
+        subjects = set()
+        for entry in bundle.entries:
+            if entry.method in ("POST", "PUT") and entry.error is None:
+                patient = entry.patient_id
+                known = patient is not None and not patient.startswith("Patient?")
+                subjects.add(patient_subject(self._pseudo.patient_key(patient) if known else None))  # type: ignore[arg-type]
+        for subject in subjects:
+            with contextlib.suppress(KeyShreddedError):
+                self._sealer.prepare((subject,))
 
     def apply(self, ctx: WriteContext, bundle: PreparedBundle, idem: Idempotency | None) -> Applied:
         """Write ``bundle``; raises IngestError (rolled back) when a transaction cannot be applied."""
@@ -266,7 +285,7 @@ class TransactionApplier:
         row = ctx.conn.execute(
             "SELECT body FROM versions WHERE rtype=? AND id=? AND version=?", (entry.resource_type, rid, cur.version)
         ).fetchone()
-        body = self._sealer.open(entry.resource_type, rid, cur.version, row[0]) if row and row[0] else None
+        body = self._sealer.open(entry.resource_type, rid, cur.version, BODY_PATH, row[0]) if row and row[0] else None
         return EntryResult(entry.index, 200, entry.resource_type, rid, cur.version, cur.last_updated, body)
 
     def _resolve_reference(
@@ -297,29 +316,51 @@ class TransactionApplier:
             if cur is None or cur.deleted:
                 return EntryResult(entry.index, 204, rtype, rid)
             version = cur.version + 1
-            ctx.write_versions([(rtype, rid, version, ctx.pending_seq, stamp, 1, cur.patient_key, *([None] * 6), None)])
+            row = (rtype, rid, version, ctx.pending_seq, stamp, 1, cur.patient_key, *([None] * 6), None, None)
+            ctx.write_versions([row])
             ctx.replace_tokens(rtype, rid, ())
             return EntryResult(entry.index, 204, rtype, rid, version, stamp)
         version = 1 if cur is None else cur.version + 1
         body = self._finish_body(entry, plan, version, stamp)
-        patient_id = plan.remap.get(entry.patient_id or "", entry.patient_id)
+        patient_id = self._patient_of(entry, plan)
         patient_key = self._pseudo.patient_key(patient_id) if patient_id else None
-        cols = entry.columns  # status, code_system, code, effective_us, value_num, value_unit
+        cols = entry.columns  # status, code_system, code, effective_year, value_num, value_unit
         assert cols is not None
-        sealed = self._sealer.seal(rtype, rid, version, body)
-        ctx.write_versions([(rtype, rid, version, ctx.pending_seq, stamp, 0, patient_key, *cols, sealed)])
+        fields = [(BODY_PATH, body), *((path, _rewrite(value, plan)) for path, value in entry.phi)]
+        try:
+            sealed = self._sealer.seal(patient_subject(patient_key), rtype, rid, version, fields)
+        except KeyShreddedError:
+            raise ResourceGoneError(
+                "patient erased", [entry_issue(at, "resource", "deleted", "the patient of this resource was erased")]
+            ) from None
+        phi = pack_fields([(path, value) for (path, _), value in zip(fields[1:], sealed[1:], strict=True)])
+        ctx.write_versions([(rtype, rid, version, ctx.pending_seq, stamp, 0, patient_key, *cols, sealed[0], phi)])
         tokens = conditional.identifier_tokens(self._pseudo, rtype, entry.identifiers)
+        tokens.update(self._pseudo.token(rtype, param, value) for param, value in entry.search)
         ctx.replace_tokens(rtype, rid, tokens, fresh=cur is None)
         status = 201 if cur is None or cur.deleted else 200
         return EntryResult(entry.index, status, rtype, rid, version, stamp, body)
 
+    @staticmethod
+    def _patient_of(entry: PreparedEntry, plan: _Plan) -> str | None:
+        patient = entry.patient_id
+        if patient is not None and patient.startswith("Patient?"):
+            literal = plan.refs.get(orjson.dumps(patient))
+            return None if literal is None else str(orjson.loads(literal)).split("/", 1)[1]
+        return plan.remap.get(patient or "", patient)
+
     def _finish_body(self, entry: PreparedEntry, plan: _Plan, version: int, stamp: int) -> bytes:
         assert entry.body is not None
-        body = entry.body
-        for tentative, real in plan.remap.items():
-            if tentative.encode() in body:
-                body = body.replace(tentative.encode(), real.encode())
-        for ref, literal in plan.refs.items():
-            body = body.replace(ref, literal)
+        body = _rewrite(entry.body, plan)
         body = body.replace(plan.tokens[0], orjson.dumps(str(version)), 1)
         return body.replace(plan.tokens[1], orjson.dumps(instant(stamp)), 1)
+
+
+def _rewrite(data: bytes, plan: _Plan) -> bytes:
+    """Apply the ids and references the transaction resolved."""
+    for tentative, real in plan.remap.items():
+        if tentative.encode() in data:
+            data = data.replace(tentative.encode(), real.encode())
+    for ref, literal in plan.refs.items():
+        data = data.replace(ref, literal)
+    return data

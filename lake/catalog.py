@@ -11,6 +11,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 
+from lake.errors import LakeSchemaError
 from lake.schema import SCHEMA, SORT_ORDER, all_tables, partition_spec
 
 _TABLE_PROPERTIES = {
@@ -23,6 +24,9 @@ _TABLE_PROPERTIES = {
     "commit.retry.num-retries": "0",
     # Compaction must commit while the writer appends new files.
     "write.delete.isolation-level": "snapshot",
+    # Bounds of ciphertext say nothing and only grow the manifests.
+    "write.metadata.metrics.column.resource": "none",
+    "write.metadata.metrics.column.phi": "none",
 }
 
 
@@ -63,7 +67,17 @@ class LakeCatalog:
                     properties={**_TABLE_PROPERTIES, "format-version": "2"},
                 )
             except TableAlreadyExistsError:
+                self._check_schema(name)
                 self._upgrade_properties(name)
+
+    def _check_schema(self, name: str) -> None:
+        """Refuse tables of a release that stored resources unsealed (they cannot be upgraded in place)."""
+        fields = {f.name: f for f in self.table(name, fresh=True).schema().fields}
+        if "phi" not in fields or "effective" in fields:
+            raise LakeSchemaError(
+                f"table {name} was written by an older release without field-level encryption; "
+                "start from a new data dir and re-ingest"
+            )
 
     def _upgrade_properties(self, name: str) -> None:
         """Bring a table created by an older release to the current properties."""

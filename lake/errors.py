@@ -2,7 +2,8 @@
 
 LakeError                 (fhirlake.errors.FhirlakeError)
  ├── LakeUnavailableError the catalog or warehouse cannot be reached or committed to
- └── LakeDataError        a row read back from the lake is missing or malformed
+ ├── LakeDataError        a row read back from the lake is missing or malformed
+ └── LakeSchemaError      a table was written by an incompatible older release
 """
 
 from __future__ import annotations
@@ -20,3 +21,7 @@ class LakeUnavailableError(LakeError):
 
 class LakeDataError(LakeError):
     code = "lake-data"
+
+
+class LakeSchemaError(LakeError):
+    code = "lake-schema"

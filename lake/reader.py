@@ -50,7 +50,7 @@ class LakeReader:
             strict=True,
         ):
             if (rid, version) in versions and body is not None:
-                found[(rid, version)] = body.encode()
+                found[(rid, version)] = body
         return found
 
     def scan(self, table_name: str, columns: tuple[str, ...] = ("*",)) -> pa.Table:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any, NamedTuple, Protocol
 
 
@@ -18,16 +19,42 @@ class VersionRow(NamedTuple):
     status: str | None
     code_system: str | None
     code: str | None
-    effective_us: int | None
+    effective_year: int | None
     value_num: float | None
     value_unit: str | None
-    body: bytes | None
+    body: bytes | None  # sealed resource
+    phi: bytes | None  # sealed policy elements, packed (``pack_fields``)
 
 
 # A row travels as a plain tuple in VersionRow's column order: building tens of
 # thousands of named tuples per window cost ~10% of the server's main-process time.
 Row = tuple[Any, ...]
-RTYPE, SEQ, BODY = 0, 3, 13
+RTYPE, SEQ, BODY, PHI = 0, 3, 13, 14
+COLUMN_COUNT = len(VersionRow._fields)
+
+_PATH = struct.Struct("<H")
+_VALUE = struct.Struct("<I")
+
+
+def pack_fields(fields: list[tuple[str, bytes]]) -> bytes:
+    """``(path, sealed value)`` pairs as one blob: u16 path length, path, u32 value length, value."""
+    parts = []
+    for path, value in fields:
+        raw = path.encode()
+        parts += (_PATH.pack(len(raw)), raw, _VALUE.pack(len(value)), value)
+    return b"".join(parts)
+
+
+def unpack_fields(blob: bytes) -> list[tuple[str, bytes]]:
+    out, at = [], 0
+    while at < len(blob):
+        (size,) = _PATH.unpack_from(blob, at)
+        path = blob[at + 2 : at + 2 + size].decode()
+        at += 2 + size
+        (size,) = _VALUE.unpack_from(blob, at)
+        out.append((path, blob[at + 4 : at + 4 + size]))
+        at += 4 + size
+    return out
 
 
 class RowSource(Protocol):

@@ -1,5 +1,11 @@
 """Iceberg table layout: one table per common resource type, one for the rest.
 
+Columns in clear are those an analyst may see (docs/compliance/encryption.md):
+type, id, version, timestamps of the record, deleted flag, pseudonymous
+patient key, status, code, the year of the clinical date, quantity value and
+unit. ``resource`` (the whole resource) and ``phi`` (PHI elements one by one)
+hold sealed values only (``security.ciphertext``).
+
 Partitioning and sort order are chosen for patient-centric reads with large
 files (measurements in docs/lake.md):
 
@@ -8,7 +14,7 @@ files (measurements in docs/lake.md):
   of the files while each group commit writes at most N files per table;
   no time partition, because month partitions multiplied the file count by the
   patient's span of years and made every file small;
-* sort ``patient_key, effective`` inside each file, with row groups of 8,192
+* sort ``patient_key, effective_year`` inside each file, with row groups of 8,192
   rows, so a patient's rows are contiguous and row-group statistics skip the rest.
 """
 
@@ -19,9 +25,12 @@ from pyiceberg.schema import Schema
 from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import BucketTransform, IdentityTransform
 from pyiceberg.types import (
+    BinaryType,
     BooleanType,
     DoubleType,
+    IntegerType,
     LongType,
+    MapType,
     NestedField,
     StringType,
     TimestamptzType,
@@ -72,11 +81,12 @@ SCHEMA = Schema(
     NestedField(7, "status", StringType(), required=False),
     NestedField(8, "code_system", StringType(), required=False),
     NestedField(9, "code", StringType(), required=False),
-    NestedField(10, "effective", TimestamptzType(), required=False),
+    NestedField(10, "effective_year", IntegerType(), required=False),
     NestedField(11, "value_num", DoubleType(), required=False),
     NestedField(12, "value_unit", StringType(), required=False),
     NestedField(13, "journal_seq", LongType(), required=True),
-    NestedField(14, "resource", StringType(), required=False),
+    NestedField(14, "resource", BinaryType(), required=False),
+    NestedField(15, "phi", MapType(16, StringType(), 17, BinaryType(), value_required=True), required=False),
 )
 
 SORT_ORDER = SortOrder(

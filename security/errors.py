@@ -1,7 +1,11 @@
 """Errors raised by the security package.
 
-SecurityError            (fhirlake.errors.FhirlakeError)
- └── KeyStoreError       a key file is missing, unreadable or has unsafe permissions
+SecurityError                 (fhirlake.errors.FhirlakeError)
+ ├── KeyStoreError            a key file or the key store is missing, unreadable or unsafe
+ ├── KmsUnavailableError      the KMS cannot be reached: fail closed (503), retry later
+ ├── KeyAccessError           the KMS refused a key operation (wrong key, context or master secret)
+ ├── KeyShreddedError         the data key was destroyed: the patient was erased (410)
+ └── CiphertextError          a sealed value is malformed, tampered with or bound to another record
 """
 
 from __future__ import annotations
@@ -15,3 +19,19 @@ class SecurityError(FhirlakeError):
 
 class KeyStoreError(SecurityError):
     code = "key-store"
+
+
+class KmsUnavailableError(SecurityError):
+    code = "kms-unavailable"
+
+
+class KeyAccessError(SecurityError):
+    code = "key-access"
+
+
+class KeyShreddedError(SecurityError):
+    code = "key-shredded"
+
+
+class CiphertextError(SecurityError):
+    code = "ciphertext"

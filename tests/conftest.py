@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.app", "tests.fixtures.server", "tests.fixtures.data"]
+pytest_plugins = ["tests.fixtures.app", "tests.fixtures.server", "tests.fixtures.data", "tests.fixtures.moto"]

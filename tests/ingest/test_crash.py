@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from fhirlake.bootstrap import open_catalog
@@ -18,6 +17,7 @@ from lake.schema import all_tables
 from tests.fixtures.app import make_settings
 from tests.fixtures.data import synthea_paths
 from tests.fixtures.rekey import marker_of, rekey
+from tests.fixtures.sealed import opener
 
 HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
 
@@ -54,10 +54,13 @@ def _markers_in_journal(data_dir: Path) -> Counter[str]:
 
     conn = sqlite3.connect(data_dir / "journal" / "journal.db")
     counts: Counter[str] = Counter()
-    for (body,) in conn.execute("SELECT body FROM versions WHERE body IS NOT NULL"):
-        marker = marker_of(orjson.loads(body))
-        if marker:
-            counts[marker] += 1
+    with opener(data_dir) as keys:
+        for rtype, rid, version, body in conn.execute(
+            "SELECT rtype, id, version, body FROM versions WHERE body IS NOT NULL"
+        ):
+            marker = marker_of(keys.body(rtype, rid, version, body))
+            if marker:
+                counts[marker] += 1
     conn.close()
     return counts
 
@@ -66,13 +69,15 @@ def _markers_in_lake(data_dir: Path) -> tuple[Counter[str], int]:
     reader = LakeReader(open_catalog(make_settings(data_dir)))
     counts: Counter[str] = Counter()
     keys: Counter[tuple[str, str, int]] = Counter()
-    for table in all_tables():
-        data = reader.scan(table, ("resource_type", "id", "version", "resource"))
-        for rtype, rid, version, body in zip(*(data.column(c).to_pylist() for c in data.column_names), strict=True):
-            keys[(rtype, rid, version)] += 1
-            marker = marker_of(orjson.loads(body)) if body else None
-            if marker:
-                counts[marker] += 1
+    with opener(data_dir) as sealed:
+        for table in all_tables():
+            data = reader.scan(table, ("resource_type", "id", "version", "resource"))
+            columns = (data.column(c).to_pylist() for c in data.column_names)
+            for rtype, rid, version, body in zip(*columns, strict=True):
+                keys[(rtype, rid, version)] += 1
+                marker = marker_of(sealed.body(rtype, rid, version, body)) if body else None
+                if marker:
+                    counts[marker] += 1
     duplicates = sum(1 for n in keys.values() if n > 1)
     return counts, duplicates
 

@@ -26,7 +26,7 @@ def test_prune_only_touches_rows_in_the_lake_and_past_retention(tmp_path: Path) 
 
     def write(stamp: int, rid: str) -> None:
         def job(ctx) -> None:  # type: ignore[no-untyped-def]
-            ctx.write_versions([("Patient", rid, 1, ctx.pending_seq, stamp, 0, None, *([None] * 6), b"{}")])
+            ctx.write_versions([("Patient", rid, 1, ctx.pending_seq, stamp, 0, None, *([None] * 6), b"{}", None)])
             ctx.allocate_seq(1, stamp)
 
         journal.submit(job).result()
