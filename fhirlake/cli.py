@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fhirlake import keys_cli
+from fhirlake.errors import FhirlakeError
 from fhirlake.settings import Settings
 
 
@@ -117,8 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_data_dir(info)
     info.set_defaults(func=cmd_lake_info)
 
+    keys_cli.register(sub, _add_data_dir)
+
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    args.settings_of, args.print = _settings, _print
+    try:
+        return int(args.func(args))
+    except FhirlakeError as exc:  # a clear, PHI-free message instead of a traceback
+        sys.stderr.write(f"fhirlake: {exc.code}: {exc.message}\n")
+        return 2
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ _VALUE = struct.Struct("<I")
 
 def pack_fields(fields: list[tuple[str, bytes]]) -> bytes:
     """``(path, sealed value)`` pairs as one blob: u16 path length, path, u32 value length, value."""
-    parts = []
+    parts: list[bytes] = []
     for path, value in fields:
         raw = path.encode()
         parts += (_PATH.pack(len(raw)), raw, _VALUE.pack(len(value)), value)

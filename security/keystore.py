@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from security.errors import KeyStoreError
 
@@ -64,10 +65,10 @@ def _connect(path: Path) -> sqlite3.Connection:
 _COLUMNS = "key_id, tenant, subject, kek_id, wrapped"
 
 
-def _stored(row: tuple[object, ...] | None) -> StoredKey | None:
+def _stored(row: tuple[Any, ...] | None) -> StoredKey | None:
     if row is None:
         return None
-    return StoredKey(bytes(row[0]), str(row[1]), str(row[2]), str(row[3]), bytes(row[4]))  # type: ignore[arg-type]
+    return StoredKey(bytes(row[0]), str(row[1]), str(row[2]), str(row[3]), bytes(row[4]))
 
 
 class KeyStore:
