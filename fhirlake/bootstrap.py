@@ -77,7 +77,7 @@ class Container:
         self.lake_writer.start()
 
     def ready(self) -> bool:
-        return self.lake_writer.last_error is None and self.keys.kms_available
+        return self.lake_writer.last_error is None and self.keys.healthy()
 
     def close(self) -> None:
         """Stop accepting, write everything accepted to the lake, release resources."""

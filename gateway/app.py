@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -88,7 +89,7 @@ def create_app(container: Any) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        ready = container.ready()
+        ready = await run_in_threadpool(container.ready)  # may probe the KMS over the network
         return fhir_json({"status": "ready" if ready else "not-ready"}, status=200 if ready else 503)
 
     return app

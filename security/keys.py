@@ -112,6 +112,14 @@ class DataKeys:
     def kms_available(self) -> bool:
         return not self._breaker.is_open
 
+    def healthy(self) -> bool:
+        """Whether keys can be served now (probes the KMS at most once per check interval)."""
+        try:
+            self._breaker.check()
+        except KmsUnavailableError:
+            return False
+        return True
+
     # -- lookups ------------------------------------------------------------------------------
 
     def for_subject(self, subject: str) -> tuple[bytes, AESGCM]:

@@ -32,7 +32,9 @@ def test_no_canary_in_clear_anywhere_under_the_data_dir_or_in_logs(server_factor
         assert http.post(server.base, content=canary.bundle_bytes(patient_id)).status_code == 200
         read = http.get(f"{server.base}/Patient/{patient_id}")
         assert canary.s("Family") in read.text and canary.birth_date in read.text
-        found = http.get(f"{server.base}/Patient", params={"family": canary.s("Family"), "birthdate": canary.birth_date})
+        found = http.get(
+            f"{server.base}/Patient", params={"family": canary.s("Family"), "birthdate": canary.birth_date}
+        )
         assert found.json()["total"] == 1
         assert http.get(f"{server.base}/Patient", params={"phone": canary.s("Phone")}).json()["total"] == 1
         assert http.get(f"{server.base}/Patient", params={"identifier": canary.s("Ssn")}).json()["total"] == 1

@@ -1,0 +1,131 @@
+"""The aws-kms provider end to end (moto on loopback), failing closed and recovering; rotation online."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.fixtures.canary import Canary
+from tests.fixtures.moto import aws_env
+from tests.fixtures.netproxy import TcpProxy
+
+HEADERS = {"Content-Type": "application/fhir+json"}
+
+
+def _wait_for(check: Any, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_aws_kms_end_to_end_fails_closed_while_unreachable_and_recovers(server_factory: Any, moto_url: str) -> None:
+    port = urlsplit(moto_url).port
+    assert port is not None
+    with TcpProxy("127.0.0.1", port) as proxy:
+        server = server_factory(
+            **aws_env(),
+            FHIRLAKE_SECURITY__KMS__PROVIDER="aws-kms",
+            FHIRLAKE_SECURITY__KMS__AWS_ENDPOINT_URL=proxy.url,
+            FHIRLAKE_SECURITY__KMS__AWS_ALIAS_PREFIX="alias/fhirlake-e2e",
+            FHIRLAKE_SECURITY__KMS__AWS_CREATE_KEYS="true",
+            FHIRLAKE_SECURITY__KMS__TIMEOUT_S="0.5",
+            FHIRLAKE_SECURITY__KMS_CHECK_INTERVAL_S="0.3",
+            FHIRLAKE_SECURITY__KMS_RETRY_AFTER_S="0.5",
+        )
+        server.start()
+        canary = Canary()
+        with httpx.Client(timeout=30, headers=HEADERS) as http:
+            reply = http.post(server.base, content=canary.bundle_bytes())
+            assert reply.status_code == 200, reply.text
+            patient = reply.json()["entry"][0]["response"]["location"].split("/_history")[0]
+            assert canary.s("Family") in http.get(f"{server.base}/{patient}").text
+
+            proxy.block()
+            down = _wait_for(lambda: http.get(f"{server.base}/{patient}").status_code == 503)
+            assert down, "reads must fail closed once the KMS is unreachable"
+            read = http.get(f"{server.base}/{patient}")
+            assert read.status_code == 503 and read.headers.get("retry-after")
+            assert read.json()["resourceType"] == "OperationOutcome"
+            assert "Cnry" not in read.text
+            other = Canary()
+            assert http.post(server.base, content=other.bundle_bytes()).status_code == 503
+            assert http.get(f"http://127.0.0.1:{server.port}/readyz").status_code == 503
+
+            proxy.unblock()
+            assert _wait_for(lambda: http.get(f"{server.base}/{patient}").status_code == 200), "no recovery"
+            assert canary.s("Family") in http.get(f"{server.base}/{patient}").text
+            lost = http.get(f"{server.base}/Patient", params={"identifier": other.s("Mrn")}).json()
+            assert lost["total"] == 0  # the write refused while the KMS was down left nothing behind
+            assert http.post(server.base, content=other.bundle_bytes()).status_code == 200
+        server.stop()
+    keys = server.data_dir / "keys"
+    assert not (keys / "keyring.json").exists() and not (keys / "master.key").exists()  # the KEK lives in KMS
+
+
+@pytest.mark.slow
+def test_rotation_while_clients_read_and_write(server_factory: Any, tmp_path: Path) -> None:
+    # A tiny key cache makes reads unwrap keys all the time, so they race the re-wrapping.
+    server = server_factory(FHIRLAKE_SECURITY__KEY_CACHE_SIZE="2")
+    server.start()
+    errors: list[str] = []
+    written: list[tuple[str, str]] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(timeout=60, headers=HEADERS) as http:
+            while not stop.is_set():
+                canary = Canary()
+                reply = http.post(server.base, content=canary.bundle_bytes())
+                if reply.status_code != 200:
+                    errors.append(f"write {reply.status_code}")
+                    continue
+                patient = reply.json()["entry"][0]["response"]["location"].split("/_history")[0]
+                with lock:
+                    written.append((patient, canary.s("Family")))
+                    sample = written[:: max(1, len(written) // 5)]
+                for ref, family in sample:
+                    read = http.get(f"{server.base}/{ref}")
+                    if read.status_code != 200 or family not in read.text:
+                        errors.append(f"read {read.status_code}")
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    cli = [sys.executable, "-m", "fhirlake.cli", "keys"]
+    data = ["--data-dir", str(server.data_dir)]
+    try:
+        _wait_for(lambda: len(written) >= 5)
+        for _ in range(3):
+            rotated = subprocess.run(
+                [*cli, "rotate", *data], env=server.env, capture_output=True, text=True, timeout=120
+            )
+            assert rotated.returncode in (0, 1), rotated.stderr
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert errors == []
+    assert len(written) >= 5
+    # A final rotation with the clients quiet leaves nothing under old KEK versions.
+    final = subprocess.run([*cli, "rotate", *data], env=server.env, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert '"kek": "local:default:v5"' in final.stdout
+    server.stop()
+    server.start()  # a fresh process: every key is unwrapped under the newest KEK
+    with httpx.Client(timeout=30) as http:
+        for ref, family in written:
+            read = http.get(f"{server.base}/{ref}")
+            assert read.status_code == 200 and family in read.text
