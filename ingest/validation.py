@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -21,9 +24,17 @@ from ingest.prepared import Limits, PreparedBundle
 _WARM_TYPES = ("Patient", "Observation", "Encounter", "Condition", "Claim", "ExplanationOfBenefit", "Bundle")
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose server was killed (``kill -9``) would otherwise live on, orphaned, forever."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
 def _warm_up() -> None:
     from ingest.fhir_types import model_class
 
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     for name in _WARM_TYPES:
         model_class(name)
     # The models are long-lived: keep them out of every full collection (~5-9% faster validation).

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from fhirlake.bootstrap import open_catalog
@@ -94,11 +95,15 @@ def test_kill_9_loses_nothing_acknowledged(server_factory: Any, tmp_path: Path) 
     deadline = time.monotonic() + 60
     while len(poster.acked) < 12 and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert server.proc is not None
+    workers = psutil.Process(server.proc.pid).children(recursive=True)
     server.kill9()
     poster.stop.set()
     for thread in threads:
         thread.join(timeout=60)
     assert len(poster.acked) >= 12
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == [], "validation workers must not outlive a killed server"
 
     server.start()
     with httpx.Client(timeout=30) as http:
