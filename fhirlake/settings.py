@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from security.config import SecuritySettings
+from security.config import AuthSettings, SecuritySettings, TlsSettings
 
 
 class ServerSettings(BaseModel):
@@ -66,3 +66,5 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     lake: LakeSettings = LakeSettings()
     security: SecuritySettings = SecuritySettings()
+    tls: TlsSettings = TlsSettings()
+    auth: AuthSettings = AuthSettings()

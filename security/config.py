@@ -36,3 +36,34 @@ class SecuritySettings(BaseModel):
         default=5.0, gt=0, description="How often the KMS is probed while keys are served from the cache."
     )
     kms_retry_after_s: float = Field(default=2.0, gt=0, description="After a KMS failure, fail fast this long.")
+
+
+class TlsSettings(BaseModel):
+    enabled: bool = Field(default=True, description="HTTPS (TLS 1.2+). False only with the loudly logged dev flag.")
+    cert_file: Path | None = Field(default=None, description="Server certificate (PEM); default <data>/tls/server.pem.")
+    key_file: Path | None = Field(default=None, description="Server private key (PEM); default <data>/tls/server.key.")
+    client_ca_file: Path | None = Field(
+        default=None, description="CA that client certificates must chain to; default <data>/tls/ca.pem."
+    )
+    client_cert_header: str | None = Field(
+        default=None, description="Header carrying the client certificate (PEM, URL-encoded) from a trusted proxy."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Peer addresses allowed to send client_cert_header; empty = header ignored."
+    )
+
+
+class OidcIssuerSettings(BaseModel):
+    issuer: str
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    audience: str | None = None
+    tenant: str = "default"
+
+
+class AuthSettings(BaseModel):
+    issuer: str | None = Field(default=None, description="Issuer of our access tokens; default the server's base URL.")
+    token_ttl_s: int = Field(default=300, ge=30, le=300, description="Access token lifetime (at most 300 s).")
+    assertion_max_ttl_s: int = Field(default=300, ge=30, le=300, description="Longest client-assertion lifetime.")
+    external_issuers: list[OidcIssuerSettings] = Field(default_factory=list)
+    break_glass_minutes: int = Field(default=60, ge=1, le=60)
