@@ -8,6 +8,8 @@ from pathlib import Path
 import structlog
 
 from fhirlake.settings import Settings
+from fhirlake.tls_serve import tls_files
+from ingest.auth import AuthService
 from ingest.erasure import PatientErasure
 from ingest.fhir_types import supported_types
 from ingest.journal import Journal
@@ -19,10 +21,14 @@ from ingest.validation import Validator
 from lake.catalog import LakeCatalog
 from lake.reader import LakeReader
 from lake.writer import LakeWriter
+from security.authz import Authorizer
+from security.breakglass import BreakGlassLedger
+from security.clients import ClientRegistry
 from security.errors import KeyStoreError
 from security.keys import INDEX_SUBJECT, CachePolicy, DataKeys
 from security.keystore import KeyStore
 from security.kms import load_provider
+from security.oauth import AuthorizationServer
 from security.pseudonym import Pseudonymizer
 from security.sealing import FieldSealer, PlaintextSealer, RowSealer
 
@@ -49,6 +55,10 @@ class Paths:
     def keystore(self) -> Path:
         return self.root / "keys" / "keystore.db"
 
+    @property
+    def auth(self) -> Path:
+        return self.root / "auth"
+
 
 def open_catalog(settings: Settings) -> LakeCatalog:
     catalog = LakeCatalog.embedded(
@@ -70,6 +80,7 @@ class Container:
     service: IngestService
     keys: DataKeys
     erasure: PatientErasure
+    auth: AuthService
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -85,6 +96,7 @@ class Container:
         self.lake_writer.stop(drain=True)
         self.journal.close()
         self.keys.store.close()
+        self.auth.close()
 
 
 def open_keys(settings: Settings) -> DataKeys:
@@ -136,4 +148,33 @@ def build(settings: Settings) -> Container:
     reads = ResourceReads(journal, lake_reader, pseudo, sealer)
     service = IngestService(journal, validator, TransactionApplier(pseudo, sealer), reads, settings.limits.max_count)
     erasure = PatientErasure(journal, keys if sealer.encrypted else None, pseudo)
-    return Container(settings, journal, catalog, writer, lake_reader, validator, reads, service, keys, erasure)
+    auth = build_auth(settings, paths, journal, pseudo, sealer)
+    return Container(settings, journal, catalog, writer, lake_reader, validator, reads, service, keys, erasure, auth)
+
+
+def public_base(settings: Settings) -> str:
+    """The URL clients reach this server at (token audience, issuer)."""
+    if settings.auth.issuer:
+        return settings.auth.issuer.rstrip("/")
+    scheme = "https" if settings.tls.enabled else "http"
+    return f"{scheme}://{settings.server.host}:{settings.server.port}"
+
+
+def open_clients(settings: Settings) -> ClientRegistry:
+    return ClientRegistry(Paths(settings.data_dir.resolve()).auth / "auth.db")
+
+
+def build_auth(
+    settings: Settings, paths: Paths, journal: Journal, pseudo: Pseudonymizer, sealer: RowSealer
+) -> AuthService:
+    """OAuth2 server, Casbin authorizer, break-glass ledger and the client CA for mTLS."""
+    base = public_base(settings)
+    oauth = AuthorizationServer(
+        ClientRegistry(paths.auth / "auth.db"), paths.auth / "signing.key", settings.auth, f"{base}/auth/token", base
+    )
+    ledger = BreakGlassLedger(paths.auth / "break_glass.db", sealer)
+    ca_pem = tls_files(settings).client_ca.read_bytes()
+    authorizer = Authorizer(settings.tenant)
+    return AuthService(
+        oauth, authorizer, journal, pseudo, ledger, settings.tls, ca_pem, settings.auth.break_glass_minutes
+    )

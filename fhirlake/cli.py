@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fhirlake import keys_cli
+from fhirlake import certs_cli, keys_cli
 from fhirlake.errors import FhirlakeError
 from fhirlake.settings import Settings
 
@@ -33,6 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from fhirlake import logs
     from fhirlake.server import DEMO_ENV, build_app
+    from fhirlake.tls_serve import uvicorn_tls_options
 
     settings = _settings(args)
     if args.host:
@@ -47,6 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "log_config": None,
         "timeout_graceful_shutdown": 30,
     }
+    if args.insecure_http:
+        settings.tls.enabled = False
+        os.environ["FHIRLAKE_TLS__ENABLED"] = "false"  # for --workers processes
+    options.update(uvicorn_tls_options(settings))
     if args.workers > 1:
         # Several gateway processes share the journal and the lake; each validates in-process,
         # and one of them (holding the lake lock) commits to Iceberg.
@@ -106,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--demo", action="store_true", help="load the bundled Synthea demo patients")
     serve.add_argument("--workers", type=int, default=1, help="gateway processes (default 1)")
+    serve.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="DEVELOPMENT ONLY: plain HTTP instead of TLS (logged loudly); never with real data",
+    )
     _add_data_dir(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -120,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info.set_defaults(func=cmd_lake_info)
 
     keys_cli.register(sub, _add_data_dir)
+    certs_cli.register(sub, _add_data_dir)
 
     args = parser.parse_args(argv)
     args.settings_of, args.print = _settings, _print

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhirlake.errors import FhirlakeError
 from gateway import errors
+from gateway.auth import router as auth_router
 from gateway.fhir import fhir_json
 from gateway.routes import router
 from ingest.journal import JournalClosedError
@@ -71,10 +72,11 @@ def _request_id(given: str | None) -> str:
 
 
 def create_app(container: Any) -> FastAPI:
-    app = FastAPI(title="fhirlake", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    app = FastAPI(title="fhirlake", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.container = container
     app.state.base_url = container.settings.server.base_url
     app.include_router(router)
+    app.include_router(auth_router)
     app.add_exception_handler(FhirlakeError, errors.handle_fhirlake_error)
     app.add_exception_handler(JournalClosedError, errors.handle_fhirlake_error)
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_error)

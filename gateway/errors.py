@@ -15,13 +15,20 @@ from gateway.fhir import fhir_json
 from ingest import errors as ie
 from ingest.journal import JournalClosedError
 from lake.errors import LakeError
-from security.errors import KeyAccessError, KeyShreddedError, KmsUnavailableError
+from security.errors import (
+    AuthenticationError,
+    InvalidScopeError,
+    KeyAccessError,
+    KeyShreddedError,
+    KmsUnavailableError,
+)
 
 log = structlog.get_logger("gateway")
 
 STATUS_OF: dict[type[Exception], int] = {
     ie.InvalidInputError: 400,
     ie.NotSupportedError: 400,
+    ie.ForbiddenError: 403,
     ie.ResourceNotFoundError: 404,
     ie.NotAcceptableError: 406,
     ie.ConflictError: 409,
@@ -35,6 +42,8 @@ STATUS_OF: dict[type[Exception], int] = {
     KmsUnavailableError: 503,
     KeyAccessError: 503,  # fail closed: a key the KMS refuses is a key we do not have
     KeyShreddedError: 410,
+    AuthenticationError: 401,
+    InvalidScopeError: 403,
 }
 
 
@@ -56,6 +65,10 @@ def outcome(issues: list[ie.Issue]) -> dict[str, object]:
 def outcome_of(exc: BaseException) -> dict[str, object]:
     if isinstance(exc, ie.IngestError):
         return outcome(exc.issues)
+    if isinstance(exc, AuthenticationError):
+        return outcome([ie.Issue("login", "authentication required: a valid bearer token")])
+    if isinstance(exc, InvalidScopeError):
+        return outcome([ie.Issue("forbidden", "the requested scope is not permitted")])
     if isinstance(exc, KeyShreddedError):
         return outcome([ie.Issue("deleted", "the patient of this resource was erased")])
     if isinstance(exc, KmsUnavailableError | KeyAccessError):
@@ -68,6 +81,8 @@ def outcome_of(exc: BaseException) -> dict[str, object]:
 def error_response(exc: BaseException) -> Response:
     status = status_of(exc)
     headers = {"Retry-After": "5"} if status == 503 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="fhirlake"'}
     return fhir_json(outcome_of(exc), status=status, headers=headers)
 
 

@@ -20,6 +20,11 @@ def fhir_json(doc: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(orjson.dumps(doc), status_code=status, media_type=f"{FHIR_JSON}; charset=utf-8", headers=headers)
 
 
+def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Plain JSON (OAuth2 and SMART discovery documents are not FHIR resources)."""
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json", headers=headers)
+
+
 def raw_json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(body, status_code=status, media_type=f"{FHIR_JSON}; charset=utf-8", headers=headers)
 

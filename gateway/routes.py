@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from gateway.auth import access_for, flag_headers
 from gateway.capability import capability_statement
 from gateway.errors import outcome
 from gateway.fhir import (
@@ -47,9 +48,10 @@ async def metadata(request: Request) -> Response:
 @router.post("/")
 async def transaction_or_batch(request: Request) -> Response:
     check_negotiation(request)
+    access = access_for(request, write=True)
     container = request.app.state.container
     raw = await read_body(request, container.settings.limits.max_body_bytes)
-    result = await container.service.submit_bundle(raw, request.headers.get("idempotency-key"))
+    result = await container.service.submit_bundle(raw, request.headers.get("idempotency-key"), access)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return raw_json(bundle_response(_base(request), result, prefer_return(request)), headers=headers)
 
@@ -58,6 +60,8 @@ async def transaction_or_batch(request: Request) -> Response:
 async def purge_patient(request: Request, rid: str) -> Response:
     """Erase a patient by destroying the patient's data key (crypto-shredding)."""
     check_negotiation(request)
+    access = access_for(request)
+    access.require_kind("erasure", "execute")
     report = await request.app.state.container.erasure.erase_async(rid)
     text = f"patient erased: data key destroyed, {report.resources} resources retired"
     issues = [Issue("informational", text, severity="information")]
@@ -72,6 +76,7 @@ async def purge_patient(request: Request, rid: str) -> Response:
 async def search(request: Request, rtype: str) -> Response:
     check_negotiation(request)
     _check_type(rtype)
+    access = access_for(request)
     container = request.app.state.container
     params = list(request.query_params.multi_items())
     result = await run_in_threadpool(
@@ -80,14 +85,16 @@ async def search(request: Request, rtype: str) -> Response:
         params,
         strict=prefer_strict(request),
         max_count=container.settings.limits.max_count,
+        access=access,
     )
-    return fhir_json(searchset(_base(request), result, rtype))
+    return fhir_json(searchset(_base(request), result, rtype), headers=flag_headers(access))
 
 
 @router.post("/{rtype}")
 async def create(request: Request, rtype: str) -> Response:
     check_negotiation(request)
     _check_type(rtype)
+    access = access_for(request, write=True)
     container = request.app.state.container
     raw = await read_body(request, container.settings.limits.max_body_bytes)
     result = await container.service.interact(
@@ -97,6 +104,7 @@ async def create(request: Request, rtype: str) -> Response:
         raw,
         if_none_exist=request.headers.get("if-none-exist"),
         idempotency_key=request.headers.get("idempotency-key"),
+        access=access,
     )
     return _written(request, result)
 
@@ -106,6 +114,7 @@ async def create(request: Request, rtype: str) -> Response:
 async def update(request: Request, rtype: str, rid: str | None = None) -> Response:
     check_negotiation(request)
     _check_type(rtype)
+    access = access_for(request, write=True)
     container = request.app.state.container
     raw = await read_body(request, container.settings.limits.max_body_bytes)
     if_match = request.headers.get("if-match")
@@ -117,6 +126,7 @@ async def update(request: Request, rtype: str, rid: str | None = None) -> Respon
         query=None if rid else (request.url.query or None),
         if_match=parse_etag(if_match) if if_match else None,
         idempotency_key=request.headers.get("idempotency-key"),
+        access=access,
     )
     return _written(request, result)
 
@@ -126,6 +136,7 @@ async def update(request: Request, rtype: str, rid: str | None = None) -> Respon
 async def delete(request: Request, rtype: str, rid: str | None = None) -> Response:
     check_negotiation(request)
     _check_type(rtype)
+    access = access_for(request, write=True)
     if_match = request.headers.get("if-match")
     written = await request.app.state.container.service.interact(
         "DELETE",
@@ -134,6 +145,7 @@ async def delete(request: Request, rtype: str, rid: str | None = None) -> Respon
         None,
         query=None if rid else (request.url.query or None),
         if_match=parse_etag(if_match) if if_match else None,
+        access=access,
     )
     headers = resource_headers(_base(request), written.writes[0], with_location=False)
     if prefer_return(request) == "OperationOutcome":
@@ -145,20 +157,24 @@ async def delete(request: Request, rtype: str, rid: str | None = None) -> Respon
 async def read(request: Request, rtype: str, rid: str) -> Response:
     check_negotiation(request)
     _check_type(rtype)
-    stored = await run_in_threadpool(request.app.state.container.reads.read, rtype, rid)
+    access = access_for(request)
+    stored = await run_in_threadpool(request.app.state.container.reads.read, rtype, rid, access)
     assert stored.body is not None
-    return raw_json(stored.body, headers=resource_headers(_base(request), stored, with_location=False))
+    headers = resource_headers(_base(request), stored, with_location=False) | flag_headers(access)
+    return raw_json(stored.body, headers=headers)
 
 
 @router.get("/{rtype}/{rid}/_history/{vid}")
 async def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
     check_negotiation(request)
     _check_type(rtype)
+    access = access_for(request)
     if not vid.isdigit():
         raise ResourceNotFoundError("version not found")
-    stored = await run_in_threadpool(request.app.state.container.reads.vread, rtype, rid, int(vid))
+    stored = await run_in_threadpool(request.app.state.container.reads.vread, rtype, rid, int(vid), access)
     assert stored.body is not None
-    return raw_json(stored.body, headers=resource_headers(_base(request), stored, with_location=False))
+    headers = resource_headers(_base(request), stored, with_location=False) | flag_headers(access)
+    return raw_json(stored.body, headers=headers)
 
 
 def _written(request: Request, written: Outcome) -> Response:

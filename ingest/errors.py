@@ -6,6 +6,7 @@
      ├── PayloadTooLargeError       413  past a configured limit (size, depth, entries)
      ├── UnsupportedMediaTypeError  415
      ├── NotAcceptableError         406
+     ├── ForbiddenError             403  the caller may not do this (never says what exists)
      ├── ResourceNotFoundError      404
      ├── ResourceGoneError          410  the current version is a deletion
      ├── ConflictError              409  version conflict, idempotency key reuse
@@ -75,6 +76,17 @@ class UnsupportedMediaTypeError(IngestError):
 class NotAcceptableError(IngestError):
     code = "not-acceptable"
     issue_code = "not-supported"
+
+
+class InvalidRequestError(InvalidInputError):
+    """A malformed OAuth2 token request (400 invalid_request)."""
+
+    code = "invalid_request"
+
+
+class ForbiddenError(IngestError):
+    code = "forbidden"
+    issue_code = "forbidden"
 
 
 class ResourceNotFoundError(IngestError):

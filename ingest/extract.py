@@ -166,6 +166,11 @@ def search_values(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         for name in names if isinstance(names, list) else [names]:
             if isinstance(name, dict) and isinstance(name.get("family"), str):
                 out.append(("family", name["family"]))
+    for concept in resource.get("category") or () if isinstance(resource.get("category"), list) else ():
+        for coding in concept.get("coding") or () if isinstance(concept, dict) else ():
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                out.append(("category", coding["code"]))
+                out.append(("category", f"{coding.get('system') or ''}|{coding['code']}"))
     if "birthdate" in blind and isinstance(resource.get("birthDate"), str):
         out.append(("birthdate", resource["birthDate"]))
     telecom = resource.get("telecom")
@@ -174,4 +179,42 @@ def search_values(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
             param = {"phone": "phone", "sms": "phone", "email": "email"}.get(str(point.get("system")))
             if param in blind:
                 out.append((param, point["value"]))
+    return tuple(dict.fromkeys(out))
+
+
+def _ref_id(ref: object, rtype: str) -> str | None:
+    if isinstance(ref, dict):
+        target = ref.get("reference")
+        if isinstance(target, str) and target.startswith(f"{rtype}/"):
+            return target[len(rtype) + 1 :].split("/", 1)[0]
+    return None
+
+
+def access_refs(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Who cares for the patient (ABAC attributes): ``("org", id)`` and ``("member", "Practitioner/id")``.
+
+    From ``Patient.managingOrganization`` and ``generalPractitioner``, and from a
+    ``CareTeam``'s managing organizations and participants.
+    """
+    rtype = resource.get("resourceType")
+    out: list[tuple[str, str]] = []
+    if rtype == "Patient":
+        org = _ref_id(resource.get("managingOrganization"), "Organization")
+        if org:
+            out.append(("org", org))
+        for ref in resource.get("generalPractitioner") or ():
+            if (rid := _ref_id(ref, "Practitioner")) is not None:
+                out.append(("member", f"Practitioner/{rid}"))
+            elif (rid := _ref_id(ref, "Organization")) is not None:
+                out.append(("org", rid))
+    elif rtype == "CareTeam":
+        for ref in resource.get("managingOrganization") or ():
+            if (rid := _ref_id(ref, "Organization")) is not None:
+                out.append(("org", rid))
+        for participant in resource.get("participant") or ():
+            member = participant.get("member") if isinstance(participant, dict) else None
+            if (rid := _ref_id(member, "Practitioner")) is not None:
+                out.append(("member", f"Practitioner/{rid}"))
+            elif (rid := _ref_id(member, "Organization")) is not None:
+                out.append(("org", rid))
     return tuple(dict.fromkeys(out))

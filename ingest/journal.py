@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     rtype TEXT NOT NULL, token TEXT NOT NULL, id TEXT NOT NULL,
     PRIMARY KEY (rtype, token, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_id ON tokens(rtype, id);
+CREATE TABLE IF NOT EXISTS patient_access (
+    patient_key TEXT NOT NULL, attr TEXT NOT NULL, value TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS patient_access_key ON patient_access(patient_key);
+CREATE INDEX IF NOT EXISTS patient_access_source ON patient_access(rtype, id);
+CREATE INDEX IF NOT EXISTS patient_access_value ON patient_access(attr, value);
 CREATE TABLE IF NOT EXISTS transactions (
     seq INTEGER PRIMARY KEY, accepted INTEGER NOT NULL, entries INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -371,6 +376,15 @@ class WriteContext:
             [(r[0], r[1], r[2], r[5], r[6], r[4]) for r in rows],
         )
 
+    def replace_access(self, rtype: str, rid: str, patient_key: str | None, refs: Iterable[tuple[str, str]]) -> None:
+        """Record who cares for the patient, as stated by this resource (Patient, CareTeam)."""
+        self.conn.execute("DELETE FROM patient_access WHERE rtype=? AND id=?", (rtype, rid))
+        if patient_key is not None:
+            self.conn.executemany(
+                "INSERT INTO patient_access(patient_key, attr, value, rtype, id) VALUES (?,?,?,?,?)",
+                [(patient_key, attr, value, rtype, rid) for attr, value in refs],
+            )
+
     def replace_tokens(self, rtype: str, rid: str, tokens: Iterable[str], *, fresh: bool = False) -> None:
         """Stage the identifier tokens of a resource (``fresh``: it had none before)."""
         if not fresh:
@@ -387,3 +401,13 @@ class WriteContext:
             "INSERT INTO idempotency(key, request_hash, status, response, created) VALUES (?,?,?,?,?)",
             (key, request_hash, status, response, now_us),
         )
+
+
+def cares_for(conn: sqlite3.Connection, patient_key: str, organization: str | None, member: str | None) -> bool:
+    """Whether the organization or practitioner is recorded as caring for the patient."""
+    row = conn.execute(
+        "SELECT 1 FROM patient_access WHERE patient_key=? "
+        "AND ((attr='org' AND value=?) OR (attr='member' AND value=?))",
+        (patient_key, organization or "", member or ""),
+    ).fetchone()
+    return row is not None

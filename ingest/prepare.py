@@ -25,7 +25,14 @@ from ingest.errors import (
     PayloadTooLargeError,
     entry_issue,
 )
-from ingest.extract import extract_columns, identifiers, patient_reference, phi_fields, search_values
+from ingest.extract import (
+    access_refs,
+    extract_columns,
+    identifiers,
+    patient_reference,
+    phi_fields,
+    search_values,
+)
 from ingest.fhir_types import R4_RESOURCE_TYPES, is_supported, model_class
 from ingest.prepared import Limits, PreparedBundle, PreparedEntry
 
@@ -345,6 +352,7 @@ def _finish_entry(
     entry.identifiers = identifiers(out)
     entry.search = search_values(out)
     entry.phi = phi_fields(out)
+    entry.access = access_refs(out)
 
 
 def _check_body_id(entry: PreparedEntry, body_id: object, at: int | None) -> None:

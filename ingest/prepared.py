@@ -36,6 +36,7 @@ class PreparedEntry:
     identifiers: tuple[tuple[str, str], ...] = ()
     search: tuple[tuple[str, str], ...] = ()  # blind-indexed (param, value) pairs besides identifiers
     phi: tuple[tuple[str, bytes], ...] = ()  # policy elements to seal one by one: (element, json)
+    access: tuple[tuple[str, str], ...] = ()  # who cares for the patient: ("org", id), ("member", ref)
     body_id: str | None = None  # id given in the body of a conditional update
     error: IngestError | None = None  # batch entries fail alone
 

@@ -5,10 +5,11 @@ Bodies come from the journal while they are hot and from the lake afterwards.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ingest import conditional
+from ingest.access import Access
 from ingest.errors import (
     InvalidInputError,
     Issue,
@@ -18,6 +19,7 @@ from ingest.errors import (
 from ingest.journal import Journal
 from lake.errors import LakeDataError
 from lake.reader import LakeReader
+from security.authz import Decision
 from security.errors import KeyShreddedError
 from security.policy import field_policy
 from security.pseudonym import Pseudonymizer
@@ -90,20 +92,29 @@ class ResourceReads:
         self._pseudo = pseudo
         self._sealer = sealer
 
-    def read(self, rtype: str, rid: str) -> StoredResource:
-        """The current version; raises ResourceNotFoundError or ResourceGoneError."""
+    def read(self, rtype: str, rid: str, access: Access | None = None) -> StoredResource:
+        """The current version; raises ResourceNotFoundError, ResourceGoneError or ForbiddenError."""
+        if access is not None:
+            access.require_type("read", rtype)
         cur = self._journal.current(rtype, rid)
         if cur is None:
             raise ResourceNotFoundError(f"{rtype} resource not found")
-        return self.vread(rtype, rid, cur.version)
+        return self.vread(rtype, rid, cur.version, access)
 
-    def vread(self, rtype: str, rid: str, version: int) -> StoredResource:
+    def vread(self, rtype: str, rid: str, version: int, access: Access | None = None) -> StoredResource:
         row = self._journal.version(rtype, rid, version)
+        decision = None
+        if access is not None:
+            access.require_type("read", rtype)
+            if row is not None:
+                decision = access.require("read", rtype, rid, row[6])
         if row is None:
             raise ResourceNotFoundError(f"{rtype} version not found")
         stored = self._load(rtype, [row])[0]
         if stored.deleted:
             raise ResourceGoneError(f"{rtype} resource was deleted", [Issue("deleted", "the resource was deleted")])
+        if decision is not None and access is not None and stored.body is not None:
+            return replace(stored, body=access.present(decision, stored.body))
         return stored
 
     def _load(self, rtype: str, rows: list[tuple[Any, ...]]) -> list[StoredResource]:
@@ -124,7 +135,9 @@ class ResourceReads:
             out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body))
         return out
 
-    def search(self, rtype: str, params: list[tuple[str, str]], *, strict: bool, max_count: int) -> SearchResult:
+    def search(
+        self, rtype: str, params: list[tuple[str, str]], *, strict: bool, max_count: int, access: Access | None = None
+    ) -> SearchResult:
         """Search ``rtype`` by ``_id``, ``identifier``, ``patient``/``subject`` and the blind-indexed PHI.
 
         Raises InvalidInputError for unknown parameters when ``strict``.
@@ -134,6 +147,11 @@ class ResourceReads:
         ignored: list[str] = []
         ids: set[str] | None = None
         conn = self._journal.reader()
+        decision: Decision | None = None
+        visible, vis_params = "1=1", list[object]()
+        if access is not None:
+            decision = access.require_type("search", rtype)
+            visible, vis_params = access.visibility(rtype, decision)
         for name, value in params:
             base = name.split(":", 1)[0]
             if name == "_count":
@@ -160,19 +178,22 @@ class ResourceReads:
                 found = self._match(rtype, base, value)
                 ids = found if ids is None else ids & found
                 used.append((name, value))
+        where = f"c.rtype=? AND c.deleted=0 AND {visible}"
         if ids is None:  # no criteria: page in SQL instead of loading every id of the type
             total = int(
-                conn.execute("SELECT COUNT(*) FROM current WHERE rtype=? AND deleted=0", (rtype,)).fetchone()[0]
+                conn.execute(f"SELECT COUNT(*) FROM current c WHERE {where}", (rtype, *vis_params)).fetchone()[0]  # noqa: S608
             )
             rows = conn.execute(
-                "SELECT id FROM current WHERE rtype=? AND deleted=0 ORDER BY id LIMIT ? OFFSET ?",
-                (rtype, count, offset),
+                f"SELECT c.id FROM current c WHERE {where} ORDER BY c.id LIMIT ? OFFSET ?",  # noqa: S608
+                (rtype, *vis_params, count, offset),
             ).fetchall()
             page_ids = [str(r[0]) for r in rows]
-            return SearchResult(self._current_rows(rtype, page_ids), total, offset, count, used, ignored)
+            return SearchResult(self._present(rtype, page_ids, access, decision), total, offset, count, used, ignored)
+        if access is not None:  # only what the caller may see counts
+            ids = self._visible(rtype, ids, where, vis_params)
         ordered = sorted(ids)
         page = ordered[offset : offset + count]
-        resources = self._current_rows(rtype, page)
+        resources = self._present(rtype, page, access, decision)
         return SearchResult(resources, len(ordered), offset, count, used, ignored)
 
     def _match(self, rtype: str, name: str, value: str) -> set[str]:
@@ -197,6 +218,30 @@ class ResourceReads:
             .fetchall()
         )
         return {str(r[0]) for r in rows}
+
+    def _visible(self, rtype: str, ids: set[str], where: str, params: list[object]) -> set[str]:
+        out: set[str] = set()
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = (
+                self._journal.reader()
+                .execute(
+                    f"SELECT c.id FROM current c WHERE {where} AND c.id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                    (rtype, *params, *chunk),
+                )
+                .fetchall()
+            )
+            out.update(str(r[0]) for r in rows)
+        return out
+
+    def _present(
+        self, rtype: str, ids: list[str], access: Access | None, decision: Decision | None
+    ) -> list[StoredResource]:
+        rows = self._current_rows(rtype, ids)
+        if access is None or decision is None or not decision.masked:
+            return rows
+        return [r if r.body is None else replace(r, body=access.present(decision, r.body)) for r in rows]
 
     def _live(self, rtype: str, rid: str) -> bool:
         cur = self._journal.current(rtype, rid)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 
-from ingest.errors import ConflictError, IngestError
+from ingest.access import Access
+from ingest.errors import ConflictError, ForbiddenError, IngestError, entry_issue
 from ingest.journal import Journal
 from ingest.prepare import strip_type
 from ingest.prepared import PreparedBundle, PreparedEntry
@@ -44,13 +45,19 @@ class IngestService:
         self._reads = reads
         self._max_count = max_count
 
-    async def submit_bundle(self, raw: bytes, idempotency_key: str | None) -> Outcome:
-        """Process a transaction or batch Bundle (raises IngestError for a rejected transaction)."""
+    async def submit_bundle(self, raw: bytes, idempotency_key: str | None, access: Access | None = None) -> Outcome:
+        """Process a transaction or batch Bundle (raises IngestError for a rejected transaction).
+
+        With ``access``, every entry is authorized on its own: a denied entry fails a
+        transaction as a whole (403) and fails alone in a batch.
+        """
         digest = request_hash(raw)
         await self._reject_reused_key(idempotency_key, digest)
         prepared = await self._validator.bundle(raw)
+        if access is not None:
+            _authorize_entries(prepared, access)
         key = _key(idempotency_key, prepared)
-        return await self._apply(prepared, None if key is None else Idempotency(key, digest))
+        return await self._apply(prepared, None if key is None else Idempotency(key, digest), access)
 
     async def interact(
         self,
@@ -63,6 +70,7 @@ class IngestService:
         if_match: int | None = None,
         if_none_exist: str | None = None,
         idempotency_key: str | None = None,
+        access: Access | None = None,
     ) -> Outcome:
         """A REST create, update or delete; its outcome holds the single entry result (raises its error)."""
         digest = request_hash(
@@ -71,6 +79,8 @@ class IngestService:
         )
         await self._reject_reused_key(idempotency_key, digest)
         prepared = await self._validator.interaction(raw, method, resource_type, resource_id, query)
+        if access is not None:
+            _authorize_entries(prepared, access)
         entry = prepared.entries[0]
         if if_match is not None:
             entry.if_match = if_match
@@ -94,7 +104,7 @@ class IngestService:
         if stored is not None and stored[0] != digest:
             raise ConflictError("The idempotency key was used with a different request")
 
-    async def _apply(self, prepared: PreparedBundle, idem: Idempotency | None) -> Outcome:
+    async def _apply(self, prepared: PreparedBundle, idem: Idempotency | None, access: Access | None = None) -> Outcome:
         if any(e.method in ("POST", "PUT") for e in prepared.entries):
             # Key creation and unwrapping (KMS calls, key store fsyncs) stay off the journal writer.
             await run_in_threadpool(self._applier.prepare_keys, prepared)
@@ -110,7 +120,7 @@ class IngestService:
         )
         gets = [e for e in prepared.entries if e.method == "GET" and e.error is None]
         if gets:
-            outcome.reads = await run_in_threadpool(lambda: [self._get(e) for e in gets])
+            outcome.reads = await run_in_threadpool(lambda: [self._get(e, access) for e in gets])
         for entry in prepared.entries:
             if entry.error is not None:
                 outcome.writes.append(EntryResult(entry.index, 0, entry.resource_type, error=entry.error))
@@ -122,19 +132,39 @@ class IngestService:
             if result.error is None and result.version is not None and result.status in (200, 201):
                 result.body = self._reads.vread(result.resource_type, str(result.resource_id), result.version).body
 
-    def _get(self, entry: PreparedEntry) -> ReadResult:
+    def _get(self, entry: PreparedEntry, access: Access | None) -> ReadResult:
+        rtype = entry.resource_type
         try:
             if entry.resource_id is None:
                 params = _parse_query(entry.query or "")
-                result = self._reads.search(entry.resource_type, params, strict=False, max_count=self._max_count)
+                result = self._reads.search(rtype, params, strict=False, max_count=self._max_count, access=access)
                 return ReadResult(entry.index, search=result)
             if entry.version_id is not None:
-                return ReadResult(
-                    entry.index, self._reads.vread(entry.resource_type, entry.resource_id, entry.version_id)
-                )
-            return ReadResult(entry.index, self._reads.read(entry.resource_type, entry.resource_id))
+                return ReadResult(entry.index, self._reads.vread(rtype, entry.resource_id, entry.version_id, access))
+            return ReadResult(entry.index, self._reads.read(rtype, entry.resource_id, access))
         except IngestError as exc:
             return ReadResult(entry.index, error=exc)
+
+
+_WRITE_ACTION = {"POST": "create", "PUT": "update", "DELETE": "delete"}
+
+
+def _authorize_entries(prepared: PreparedBundle, access: Access) -> None:
+    """Authorize each write entry (reads are authorized, and filtered, when they run)."""
+    denied = []
+    for entry in prepared.entries:
+        if entry.error is not None or entry.method == "GET":
+            continue
+        if not access.decide(_WRITE_ACTION[entry.method], entry.resource_type, None).allowed:
+            at = None if prepared.single else entry.index
+            issue = entry_issue(at, "request", "forbidden", f"not permitted to write {entry.resource_type} resources")
+            error = ForbiddenError("forbidden", [issue])
+            if prepared.bundle_type == "batch" and not prepared.single:
+                entry.error = error
+            else:
+                denied.append(issue)
+    if denied:
+        raise ForbiddenError("forbidden", denied[:100])
 
 
 def _parse_query(query: str) -> list[tuple[str, str]]:

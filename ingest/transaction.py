@@ -39,6 +39,8 @@ from security.keys import patient_subject
 from security.pseudonym import Pseudonymizer
 from security.sealing import BODY_PATH, RowSealer
 
+ACCESS_TYPES = frozenset({"Patient", "CareTeam"})  # resources that say who cares for a patient
+
 
 @dataclass(slots=True)
 class EntryResult:
@@ -319,6 +321,8 @@ class TransactionApplier:
             row = (rtype, rid, version, ctx.pending_seq, stamp, 1, cur.patient_key, *([None] * 6), None, None)
             ctx.write_versions([row])
             ctx.replace_tokens(rtype, rid, ())
+            if rtype in ACCESS_TYPES:
+                ctx.replace_access(rtype, rid, None, ())
             return EntryResult(entry.index, 204, rtype, rid, version, stamp)
         version = 1 if cur is None else cur.version + 1
         body = self._finish_body(entry, plan, version, stamp)
@@ -338,6 +342,8 @@ class TransactionApplier:
         tokens = conditional.identifier_tokens(self._pseudo, rtype, entry.identifiers)
         tokens.update(self._pseudo.token(rtype, param, value) for param, value in entry.search)
         ctx.replace_tokens(rtype, rid, tokens, fresh=cur is None)
+        if rtype in ACCESS_TYPES:
+            ctx.replace_access(rtype, rid, patient_key, entry.access)
         status = 201 if cur is None or cur.deleted else 200
         return EntryResult(entry.index, status, rtype, rid, version, stamp, body)
 

@@ -7,10 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fastapi.testclient import TestClient
-
-from fhirlake.server import build_app
-from tests.fixtures.app import FHIR_JSON, flush_lake, make_settings
+from tests.fixtures.app import flush_lake, make_settings, open_client
 from tests.fixtures.data import synthea_paths
 
 
@@ -25,8 +22,7 @@ def _run(*args: str) -> dict[str, dict[str, int]]:
 def test_lake_info_and_maintain(tmp_path: Path) -> None:
     data = tmp_path / "data"
     posted = 0
-    with TestClient(build_app(make_settings(data))) as client:
-        client.headers.update(FHIR_JSON)
+    with open_client(make_settings(data)) as client:
         for path in synthea_paths()[:5]:  # five commits: enough small files per partition to compact
             posted += len(client.post("/fhir", content=path.read_bytes()).json()["entry"])
             flush_lake(client)
@@ -45,7 +41,6 @@ def test_serve_demo_loads_patients_once(tmp_path: Path) -> None:
 
     settings = make_settings(tmp_path / "data")
     for _ in range(2):  # a restart must not load the demo twice
-        with TestClient(build_app(settings, demo=True)) as client:
-            client.headers.update(FHIR_JSON)
+        with open_client(settings, demo=True) as client:
             assert client.get("/fhir/Patient").json()["total"] == 3
     assert isinstance(settings, Settings)

@@ -12,10 +12,9 @@ import httpx
 import orjson
 from fastapi.testclient import TestClient
 
-from fhirlake.server import build_app
 from fhirlake.settings import LimitSettings
 from lake.schema import all_tables
-from tests.fixtures.app import FHIR_JSON, container_of, flush_lake, make_settings
+from tests.fixtures.app import container_of, flush_lake, make_settings, open_client
 
 
 def canary() -> str:
@@ -110,6 +109,5 @@ def limited_client(tmp_path: Path, **limits: Any) -> Iterator[TestClient]:
     """A gateway on a fresh data dir with lowered request limits."""
     settings = make_settings(tmp_path / "limited")
     settings = settings.model_copy(update={"limits": LimitSettings(**limits)})
-    with TestClient(build_app(settings), base_url="http://testserver") as client:
-        client.headers.update(FHIR_JSON)
+    with open_client(settings) as client:
         yield client

@@ -29,7 +29,7 @@ def test_no_canary_in_server_log(server_factory: Any, tmp_path: Path) -> None:
     canary = f"CANARY{uuid.uuid4().hex}"
     server = server_factory(FHIRLAKE_LOG_LEVEL="debug")
     server.start()
-    with httpx.Client(timeout=30, headers=HEADERS) as http:
+    with httpx.Client(timeout=30, headers={**HEADERS, **server.headers()}) as http:
         ok = http.post(server.base, content=_canary_bundle(canary))
         assert ok.status_code == 200
         assert ok.headers["x-request-id"]

@@ -24,7 +24,7 @@ def test_two_gateway_processes_accept_and_drain_everything(server_factory: Any, 
     )
     server.start()
     posted, locations = 0, []
-    with httpx.Client(timeout=60, headers={"Content-Type": "application/fhir+json"}) as http:
+    with httpx.Client(timeout=60, headers={"Content-Type": "application/fhir+json", **server.headers()}) as http:
         for path in synthea_paths()[:6]:
             body, _, entries = rekey(path.read_bytes())
             reply = http.post(server.base, content=body)

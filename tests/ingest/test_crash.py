@@ -24,8 +24,9 @@ HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
 
 
 class Poster:
-    def __init__(self, base: str, sources: list[bytes]) -> None:
+    def __init__(self, base: str, sources: list[bytes], auth: dict[str, str]) -> None:
         self.base = base
+        self.auth = auth
         self.sources = sources
         self.sent: dict[str, tuple[bytes, int]] = {}
         self.acked: dict[str, list[str]] = {}
@@ -33,7 +34,7 @@ class Poster:
         self.lock = threading.Lock()
 
     def run(self, worker: int) -> None:
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30, headers=self.auth) as http:
             i = worker
             while not self.stop.is_set():
                 body, marker, entries = rekey(self.sources[i % len(self.sources)])
@@ -88,7 +89,7 @@ def test_kill_9_loses_nothing_acknowledged(server_factory: Any, tmp_path: Path) 
     sources = [p.read_bytes() for p in synthea_paths()[:4]]
     server = server_factory()
     server.start()
-    poster = Poster(server.base, sources)
+    poster = Poster(server.base, sources, server.headers())
     threads = [threading.Thread(target=poster.run, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
@@ -106,7 +107,7 @@ def test_kill_9_loses_nothing_acknowledged(server_factory: Any, tmp_path: Path) 
     assert alive == [], "validation workers must not outlive a killed server"
 
     server.start()
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, headers=server.headers()) as http:
         for locations in poster.acked.values():
             for location in locations:
                 rtype, rid = location.split("/")[:2]

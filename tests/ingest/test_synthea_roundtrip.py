@@ -65,13 +65,11 @@ def test_bundle_round_trips(client: TestClient, path: Any) -> None:
 
 
 def test_reads_come_from_the_lake_once_the_journal_is_pruned(tmp_path: Any) -> None:
-    from fhirlake.server import build_app
-    from tests.fixtures.app import FHIR_JSON, make_settings
+    from tests.fixtures.app import make_settings, open_client
 
     settings = make_settings(tmp_path / "data", hot_retention_s=0)
     path = synthea_paths()[1]
-    with TestClient(build_app(settings)) as client:
-        client.headers.update(FHIR_JSON)
+    with open_client(settings) as client:
         reply = client.post("/fhir", content=path.read_bytes()).json()
         flush_lake(client)
         journal = container_of(client).journal

@@ -75,12 +75,10 @@ def test_only_the_lock_holder_commits(client: TestClient, tmp_path: Path) -> Non
 def test_background_writer_commits_once_enough_rows_wait(tmp_path: Path) -> None:
     import time
 
-    from fhirlake.server import build_app
-    from tests.fixtures.app import FHIR_JSON, make_settings
+    from tests.fixtures.app import make_settings, open_client
 
     settings = make_settings(tmp_path / "data", commit_interval_s=3600, commit_min_rows=50)
-    with TestClient(build_app(settings)) as client:
-        client.headers.update(FHIR_JSON)
+    with open_client(settings) as client:
         posted = len(client.post("/fhir", content=synthea_paths()[0].read_bytes()).json()["entry"])
         assert posted >= 50
         deadline = time.monotonic() + 30

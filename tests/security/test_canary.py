@@ -22,7 +22,7 @@ def test_no_canary_in_clear_anywhere_under_the_data_dir_or_in_logs(server_factor
     canary = Canary()
     server = server_factory(FHIRLAKE_LOG_LEVEL="debug", FHIRLAKE_LAKE__COMMIT_INTERVAL_S="0.3")
     server.start()
-    with httpx.Client(timeout=30, headers=HEADERS) as http:
+    with httpx.Client(timeout=30, headers={**HEADERS, **server.headers()}) as http:
         reply = http.post(server.base, content=canary.bundle_bytes())
         assert reply.status_code == 200, reply.text
         patient_id = reply.json()["entry"][0]["response"]["location"].split("/")[1]

@@ -46,7 +46,7 @@ def test_aws_kms_end_to_end_fails_closed_while_unreachable_and_recovers(server_f
         )
         server.start()
         canary = Canary()
-        with httpx.Client(timeout=30, headers=HEADERS) as http:
+        with httpx.Client(timeout=30, headers={**HEADERS, **server.headers()}) as http:
             reply = http.post(server.base, content=canary.bundle_bytes())
             assert reply.status_code == 200, reply.text
             patient = reply.json()["entry"][0]["response"]["location"].split("/_history")[0]
@@ -79,13 +79,14 @@ def test_rotation_while_clients_read_and_write(server_factory: Any, tmp_path: Pa
     # A tiny key cache makes reads unwrap keys all the time, so they race the re-wrapping.
     server = server_factory(FHIRLAKE_SECURITY__KEY_CACHE_SIZE="2")
     server.start()
+    auth = server.headers()
     errors: list[str] = []
     written: list[tuple[str, str]] = []
     stop = threading.Event()
     lock = threading.Lock()
 
     def client() -> None:
-        with httpx.Client(timeout=60, headers=HEADERS) as http:
+        with httpx.Client(timeout=60, headers={**HEADERS, **auth}) as http:
             while not stop.is_set():
                 canary = Canary()
                 reply = http.post(server.base, content=canary.bundle_bytes())
@@ -125,7 +126,7 @@ def test_rotation_while_clients_read_and_write(server_factory: Any, tmp_path: Pa
     assert '"kek": "local:default:v5"' in final.stdout
     server.stop()
     server.start()  # a fresh process: every key is unwrapped under the newest KEK
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, headers=server.headers()) as http:
         for ref, family in written:
             read = http.get(f"{server.base}/{ref}")
             assert read.status_code == 200 and family in read.text

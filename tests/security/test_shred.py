@@ -9,9 +9,17 @@ from fastapi.testclient import TestClient
 
 from lake.schema import all_tables
 from security.errors import KeyShreddedError
-from tests.fixtures.app import container_of, flush_lake
+from security.principal import Role
+from tests.fixtures.app import TOKEN_URL, container_of, flush_lake
+from tests.fixtures.identity import login, register
 from tests.fixtures.canary import Canary
 from tests.fixtures.scan import hits
+
+
+def _ops(client: TestClient) -> dict[str, str]:
+    """An operator allowed to erase patients (no clinical data)."""
+    data_dir = container_of(client).settings.data_dir
+    return login(client, register(data_dir, Role.OPS, "system/Patient.d"), TOKEN_URL).headers()
 
 
 def _post(client: TestClient, body: bytes) -> list[str]:
@@ -59,7 +67,8 @@ def test_shredded_patient_is_gone_from_current_and_time_travel_reads(client: Tes
     before, _ = _open_everything(client)
     assert gone.s("Family").encode() in before and kept.s("Family").encode() in before
 
-    reply = client.post(f"/fhir/Patient/{gone_patient}/$purge")
+    assert client.post(f"/fhir/Patient/{gone_patient}/$purge").status_code == 403  # an EMR feed may not erase
+    reply = client.post(f"/fhir/Patient/{gone_patient}/$purge", headers=_ops(client))
     assert reply.status_code == 200, reply.text
     assert gone.s("Family") not in reply.text
 
@@ -87,7 +96,7 @@ def test_shredded_patient_is_gone_from_current_and_time_travel_reads(client: Tes
 
 
 def test_purge_of_an_unknown_patient_is_404(client: TestClient) -> None:
-    reply = client.post("/fhir/Patient/nobody/$purge")
+    reply = client.post("/fhir/Patient/nobody/$purge", headers=_ops(client))
     assert reply.status_code == 404
     assert reply.json()["resourceType"] == "OperationOutcome"
 
@@ -103,7 +112,7 @@ def test_cli_shred_reaches_a_running_server_and_key_store_backups(server_factory
     server = server_factory()  # type: ignore[operator]
     server.start()
     canary = Canary()
-    with httpx.Client(timeout=30, headers={"Content-Type": "application/fhir+json"}) as http:
+    with httpx.Client(timeout=30, headers={"Content-Type": "application/fhir+json", **server.headers()}) as http:
         reply = http.post(server.base, content=canary.bundle_bytes())
         patient = reply.json()["entry"][0]["response"]["location"].split("/")[1]
         assert http.get(f"{server.base}/Patient/{patient}").status_code == 200  # cached in the server now

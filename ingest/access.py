@@ -1,0 +1,137 @@
+"""Per-request access control: authorization of every interaction, entry and search row.
+
+The gateway authenticates a caller into a ``Principal``; this module decides,
+with ``security.authz.Authorizer``, what that caller may see and do, and makes
+sure reads, searches and counts never reveal anything else. A caller who may
+never touch a resource type gets 403; a single resource it may not see answers
+exactly like one that does not exist (404).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from ingest.errors import ForbiddenError, Issue, ResourceNotFoundError
+from ingest.journal import Journal, cares_for
+from security.authz import Authorizer, Decision, Kind, Relation, Target
+from security.breakglass import BreakGlassLedger
+from security.masking import deidentify
+from security.principal import Principal, Role
+from security.pseudonym import Pseudonymizer
+
+_BEST = {Role.PATIENT_APP: Relation.OWN, Role.CLINICIAN: Relation.CARE}
+
+
+@dataclass
+class Access:
+    principal: Principal
+    authorizer: Authorizer
+    journal: Journal
+    pseudo: Pseudonymizer
+    ledger: BreakGlassLedger
+    _relations: dict[str | None, Relation] = field(default_factory=dict)
+    flagged: bool = False  # a break-glass grant was used by this request
+
+    @property
+    def own_key(self) -> str | None:
+        patient = self.principal.patient
+        return None if patient is None else self.pseudo.patient_key(patient.removeprefix("Patient/"))
+
+    def relation(self, patient_key: str | None) -> Relation:
+        if patient_key is None:
+            return Relation.NONE
+        cached = self._relations.get(patient_key)
+        if cached is None:
+            cached = self._relation(patient_key)
+            self._relations[patient_key] = cached
+        return cached
+
+    def _relation(self, patient_key: str) -> Relation:
+        role = self.principal.role
+        if role is Role.PATIENT_APP:
+            return Relation.OWN if patient_key == self.own_key else Relation.OTHER
+        if role is Role.CLINICIAN:
+            org, member = self.principal.organization, self.principal.fhir_user
+            if cares_for(self.journal.reader(), patient_key, org, member):
+                return Relation.CARE
+            if self.ledger.active(self.principal.client_id, patient_key):
+                return Relation.BTG
+            return Relation.OTHER
+        return Relation.NONE  # the policy of other roles does not depend on the patient
+
+    def decide(self, action: str, rtype: str, patient_key: str | None) -> Decision:
+        decision = self.authorizer.decide(
+            self.principal, action, Target(Kind.CLINICAL, rtype, self.relation(patient_key))
+        )
+        if decision.flagged:
+            self.flagged = True
+        return decision
+
+    def require_type(self, action: str, rtype: str) -> Decision:
+        """403 unless the caller may ``action`` at least some ``rtype`` resources."""
+        best = _BEST.get(self.principal.role, Relation.NONE)
+        decision = self.authorizer.decide(self.principal, action, Target(Kind.CLINICAL, rtype, best))
+        if not decision.allowed:
+            none = self.authorizer.decide(self.principal, action, Target(Kind.CLINICAL, rtype, Relation.NONE))
+            if not none.allowed:
+                raise ForbiddenError("forbidden", [Issue("forbidden", f"not permitted to {action} {rtype} resources")])
+            return none
+        return decision
+
+    def require(self, action: str, rtype: str, rid: str, patient_key: str | None) -> Decision:
+        """Authorize one resource; one the caller may not see answers as if it did not exist (404)."""
+        self.require_type(action, rtype)
+        decision = self.decide(action, rtype, patient_key)
+        if not decision.allowed or not self.meets_constraints(decision, rtype, rid):
+            raise ResourceNotFoundError(f"{rtype} resource not found")
+        return decision
+
+    def require_kind(self, kind: Kind | str, action: str) -> Decision:
+        """403 unless the caller may ``action`` on a non-clinical object (erasure, admin, audit, break-glass)."""
+        kind = Kind(kind)
+        decision = self.authorizer.decide(self.principal, action, Target(kind))
+        if not decision.allowed:
+            raise ForbiddenError("forbidden", [Issue("forbidden", f"not permitted: {kind.value} {action}")])
+        return decision
+
+    def meets_constraints(self, decision: Decision, rtype: str, rid: str) -> bool:
+        if not decision.constraints:
+            return True
+        tokens = self.constraint_tokens(rtype, decision)
+        return bool(self.journal.ids_by_token(rtype, tokens)) and rid in self.journal.ids_by_token(rtype, tokens)
+
+    def constraint_tokens(self, rtype: str, decision: Decision) -> list[str]:
+        return [self.pseudo.token(rtype, name, value) for name, value in decision.constraints]
+
+    def visibility(self, rtype: str, decision: Decision) -> tuple[str, list[object]]:
+        """An SQL condition over ``current c`` selecting only rows the caller may see."""
+        clauses: list[str] = []
+        params: list[object] = []
+        role = self.principal.role
+        if role is Role.PATIENT_APP:
+            clauses.append("(c.patient_key = ? OR c.patient_key IS NULL)")
+            params.append(self.own_key or "")
+        elif role is Role.CLINICIAN:
+            grants = self.ledger.active_keys(self.principal.client_id)
+            marks = ",".join("?" * len(grants)) or "NULL"
+            clauses.append(
+                "(c.patient_key IS NULL OR c.patient_key IN (SELECT patient_key FROM patient_access "  # noqa: S608
+                f"WHERE (attr='org' AND value=?) OR (attr='member' AND value=?)) OR c.patient_key IN ({marks}))"
+            )
+            params += [self.principal.organization or "", self.principal.fhir_user or "", *grants]
+        if decision.constraints:
+            tokens = self.constraint_tokens(rtype, decision)
+            clauses.append(
+                "EXISTS (SELECT 1 FROM tokens t WHERE t.rtype=c.rtype AND t.id=c.id "  # noqa: S608
+                f"AND t.token IN ({','.join('?' * len(tokens))}))"
+            )
+            params += tokens
+        return (" AND ".join(clauses) or "1=1"), params
+
+    def present(self, decision: Decision, body: bytes) -> bytes:
+        """The body as this caller may see it (de-identified for masked roles)."""
+        if not decision.masked:
+            return body
+        return orjson.dumps(deidentify(orjson.loads(body)))
