@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 import orjson
 import psutil
+from client_auth import Credentials, credentials
 from measure import Baseline, CpuLedger, run_baseline
 from workload import REPO, Workload, build_workload
 
@@ -61,7 +62,8 @@ class Server:
     def __init__(self, data_dir: Path, log: Path, env: dict[str, str]) -> None:
         self.data_dir, self.log, self.env = data_dir, log, env
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"  # the product: TLS, mTLS for writes, bearer tokens
+        self.env = env | {"FHIRLAKE_AUTH__ISSUER": self.url}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> None:
@@ -81,7 +83,8 @@ class Server:
 
     def _healthy(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
+            # Only liveness on loopback, before the benchmark's own trust is set up.
+            return httpx.get(f"{self.url}/healthz", timeout=1.0, verify=False).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -198,11 +201,13 @@ async def _client(http: httpx.AsyncClient, workload: Workload, queue: list[int],
             result.fail(why)
 
 
-async def post_all(url: str, workload: Workload, clients: int) -> Posting:
+async def post_all(url: str, workload: Workload, clients: int, creds: Credentials) -> Posting:
     result = Posting()
     queue = list(range(len(workload.bundles) - 1, -1, -1))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=600.0, limits=limits) as http:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=600.0, limits=limits, verify=creds.tls, headers=creds.headers
+    ) as http:
         cpu, started = time.process_time(), time.perf_counter()
         await asyncio.gather(*(_client(http, workload, queue, result) for _ in range(clients)))
         result.seconds = time.perf_counter() - started
@@ -356,8 +361,9 @@ def run_server_phase(workload: Workload, data_dir: Path, env: dict[str, str], cl
     sampler = RssSampler(server.pid)
     sampler.start()
     try:
+        creds = credentials(server.url, data_dir, data_dir.parent / f"{data_dir.name}-client")
         ledger = CpuLedger()
-        posting = asyncio.run(post_all(server.url, workload, clients))
+        posting = asyncio.run(post_all(server.url, workload, clients, creds))
         load = ledger.close()
         sampler.mark()
     finally:

@@ -75,8 +75,8 @@ def create_app(container: Any) -> FastAPI:
     app = FastAPI(title="fhirlake", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.container = container
     app.state.base_url = container.settings.server.base_url
+    app.include_router(auth_router)  # first: /fhir/.well-known/… must not fall into /fhir/{rtype}/{rid}
     app.include_router(router)
-    app.include_router(auth_router)
     app.add_exception_handler(FhirlakeError, errors.handle_fhirlake_error)
     app.add_exception_handler(JournalClosedError, errors.handle_fhirlake_error)
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_error)

@@ -11,8 +11,8 @@ from lake.schema import all_tables
 from security.errors import KeyShreddedError
 from security.principal import Role
 from tests.fixtures.app import TOKEN_URL, container_of, flush_lake
-from tests.fixtures.identity import login, register
 from tests.fixtures.canary import Canary
+from tests.fixtures.identity import login, register
 from tests.fixtures.scan import hits
 
 
