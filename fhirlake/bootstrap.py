@@ -21,7 +21,7 @@ from ingest.validation import Validator
 from lake.catalog import LakeCatalog
 from lake.reader import LakeReader
 from lake.writer import LakeWriter
-from security.authz import Authorizer
+from security.authz import Authorizer, database_enforcer
 from security.breakglass import BreakGlassLedger
 from security.clients import ClientRegistry
 from security.errors import KeyStoreError
@@ -174,7 +174,8 @@ def build_auth(
     )
     ledger = BreakGlassLedger(paths.auth / "break_glass.db", sealer)
     ca_pem = tls_files(settings).client_ca.read_bytes()
-    authorizer = Authorizer(settings.tenant)
+    enforcer = database_enforcer(settings.auth.policy_db_url) if settings.auth.policy_db_url else None
+    authorizer = Authorizer(settings.tenant, enforcer)
     return AuthService(
         oauth, authorizer, journal, pseudo, ledger, settings.tls, ca_pem, settings.auth.break_glass_minutes
     )

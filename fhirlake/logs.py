@@ -41,6 +41,12 @@ SAFE_KEYS = frozenset(
         "tls",
         "count",
         "seconds",
+        "client_id",  # OAuth client ids and tenants name systems, never patients
+        "tenant",
+        "grant",
+        "detail",
+        "demo_client",
+        "demo_client_dir",
     }
 )
 REDACTED = "[redacted]"

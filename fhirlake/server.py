@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
@@ -21,10 +22,48 @@ async def load_demo(container: object) -> int:
     service = container.service  # type: ignore[attr-defined]
     loaded = 0
     for item in sorted(resources.files("fhirlake.demo").iterdir(), key=lambda p: p.name):
-        if item.name.endswith(".json"):
+        if item.name.endswith(".json"):  # loaded by the server itself, as the operator starting it
             outcome = await service.submit_bundle(item.read_bytes(), f"fhirlake-demo:{item.name}")
             loaded += len(outcome.writes)
     return loaded
+
+
+DEMO_CLIENT = "demo-emr"
+
+
+def ensure_demo_client(settings: Settings) -> Path:
+    """A demo EMR integration (key, certificate, registration) under ``<data-dir>/demo-client``.
+
+    Demo only: its private key sits in the data dir so the README's commands work out of the box.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fhirlake.bootstrap import open_clients
+    from fhirlake.tls_serve import tls_dir
+    from security.certs import issue_client
+    from security.principal import Role
+    from security.secretfile import write_private
+
+    folder = settings.data_dir.resolve() / "demo-client"
+    key_path = folder / f"{DEMO_CLIENT}.key"
+    registry = open_clients(settings)
+    try:
+        if registry.get(DEMO_CLIENT) is None:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key = ec.generate_private_key(ec.SECP384R1())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            write_private(key_path, pem)
+            public = key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            registry.add(DEMO_CLIENT, settings.tenant, Role.EMR_INTEGRATION, "system/*.cruds", public_key_pem=public)
+            issue_client(tls_dir(settings), DEMO_CLIENT, folder / "cert")
+    finally:
+        registry.close()
+    return folder
 
 
 def build_app(settings: Settings, *, demo: bool = False) -> FastAPI:
@@ -35,7 +74,8 @@ def build_app(settings: Settings, *, demo: bool = False) -> FastAPI:
         container.start()
         if demo:
             resources_loaded = await load_demo(container)
-            log.info("demo_loaded", resources=resources_loaded)
+            folder = ensure_demo_client(settings)
+            log.info("demo_loaded", resources=resources_loaded, demo_client=DEMO_CLIENT, demo_client_dir=str(folder))
         log.info("serving", host=settings.server.host, port=settings.server.port)
         try:
             yield

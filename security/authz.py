@@ -154,3 +154,19 @@ def _embedded_enforcer() -> Any:
     folder = resources.files("security")
     with resources.as_file(folder / "authz_model.conf") as model, resources.as_file(folder / "authz_policy.csv") as pol:
         return casbin.Enforcer(str(model), str(pol))
+
+
+def shipped_policy() -> list[list[str]]:
+    """The policy lines shipped with the project (``authz_policy.csv``), comments dropped."""
+    rules: list[list[str]] = _embedded_enforcer().get_policy()  # Casbin's own parser (nested commas)
+    return [["p", *rule] for rule in rules]
+
+
+def database_enforcer(url: str) -> Any:
+    """An enforcer whose policy lives in the database at ``url`` (seeded from the shipped policy)."""
+    from security.policy_store import SqlPolicyAdapter
+
+    adapter = SqlPolicyAdapter(url)
+    adapter.seed(shipped_policy())
+    with resources.as_file(resources.files("security") / "authz_model.conf") as model:
+        return casbin.Enforcer(str(model), adapter)

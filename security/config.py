@@ -67,3 +67,7 @@ class AuthSettings(BaseModel):
     assertion_max_ttl_s: int = Field(default=300, ge=30, le=300, description="Longest client-assertion lifetime.")
     external_issuers: list[OidcIssuerSettings] = Field(default_factory=list)
     break_glass_minutes: int = Field(default=60, ge=1, le=60)
+    policy_db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the Casbin policy table (e.g. postgresql+psycopg://…); default: shipped CSV.",
+    )
