@@ -161,7 +161,10 @@ def client_cert_from_scope(scope: Mapping[str, Any], settings: TlsSettings, ca_p
         return None
     if len(values) > 1:
         raise ClientCertError("the client certificate header was sent more than once")
-    return from_pem(unquote(values[0].decode("latin-1")), ca_pem)
+    pem = unquote(values[0].decode("latin-1")).strip()
+    if not pem:  # proxies send the header empty when the client presented no certificate (nginx, envoy)
+        return None
+    return from_pem(pem, ca_pem)
 
 
 def _client_cert(cert: x509.Certificate) -> ClientCert:

@@ -170,3 +170,40 @@ def test_forged_access_tokens_get_401_and_no_data(client: TestClient, attack: st
     reply = client.get(f"/fhir/Patient/{patient.json()['id']}", headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 401, (attack, reply.text)
     assert "Zed" not in reply.text
+
+
+def test_external_oidc_tokens_for_a_clinician_and_a_patient_app(tmp_path: Any) -> None:
+    from security.config import OidcIssuerSettings
+    from tests.fixtures.app import make_settings, open_client
+    from tests.fixtures.oauth import jwks_file
+
+    issuer_key = generate_key("RS384")
+    issuer = OidcIssuerSettings(
+        issuer="https://idp.hospital.example",
+        jwks_file=jwks_file(tmp_path / "jwks.json", issuer_key),
+        audience="fhirlake",
+    )
+    settings = make_settings(tmp_path / "data")
+    settings.auth.external_issuers = [issuer]
+    with open_client(settings) as client:
+        org = client.post("/fhir/Organization", content=orjson.dumps({"resourceType": "Organization"})).json()["id"]
+        mine = {"resourceType": "Patient", "managingOrganization": {"reference": f"Organization/{org}"}}
+        patient = client.post("/fhir/Patient", content=orjson.dumps(mine)).json()["id"]
+        other = client.post("/fhir/Patient", content=orjson.dumps({"resourceType": "Patient"})).json()["id"]
+        now = int(time.time())
+        base = {"iss": issuer.issuer, "aud": "fhirlake", "iat": now, "exp": now + 300, "sub": "u1"}
+
+        def bearer(**claims: Any) -> dict[str, str]:
+            token = sign_jwt(issuer_key, base | claims)
+            return {"Authorization": f"Bearer {token}", "x-client-cert": ""}
+
+        doctor = bearer(fhirUser="Practitioner/d1", organization=org, scope="openid fhirUser user/*.rs")
+        assert client.get(f"/fhir/Patient/{patient}", headers=doctor).status_code == 200
+        assert client.get(f"/fhir/Patient/{other}", headers=doctor).status_code == 404
+        app = bearer(fhirUser=f"Patient/{patient}", patient=patient, scope="openid launch/patient patient/*.rs")
+        assert client.get(f"/fhir/Patient/{patient}", headers=app).status_code == 200
+        assert client.get(f"/fhir/Patient/{other}", headers=app).status_code == 404
+        assert client.get("/fhir/Patient", headers=app).json()["total"] == 1
+        stranger = generate_key("RS384")
+        forged = sign_jwt(stranger, base | {"fhirUser": "Practitioner/d1", "scope": "user/*.rs"}, kid=issuer_key.kid)
+        assert client.get("/fhir/Patient", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
