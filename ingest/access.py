@@ -99,11 +99,13 @@ class Access:
     def meets_constraints(self, decision: Decision, rtype: str, rid: str) -> bool:
         if not decision.constraints:
             return True
-        tokens = self.constraint_tokens(rtype, decision)
-        return bool(self.journal.ids_by_token(rtype, tokens)) and rid in self.journal.ids_by_token(rtype, tokens)
-
-    def constraint_tokens(self, rtype: str, decision: Decision) -> list[str]:
-        return [self.pseudo.token(rtype, name, value) for name, value in decision.constraints]
+        clause, params = _category_clause(decision)
+        row = (
+            self.journal.reader()
+            .execute(f"SELECT 1 FROM current c WHERE c.rtype=? AND c.id=? AND {clause}", (rtype, rid, *params))  # noqa: S608
+            .fetchone()
+        )
+        return row is not None
 
     def visibility(self, rtype: str, decision: Decision) -> tuple[str, list[object]]:
         """An SQL condition over ``current c`` selecting only rows the caller may see."""
@@ -122,12 +124,9 @@ class Access:
             )
             params += [self.principal.organization or "", self.principal.fhir_user or "", *grants]
         if decision.constraints:
-            tokens = self.constraint_tokens(rtype, decision)
-            clauses.append(
-                "EXISTS (SELECT 1 FROM tokens t WHERE t.rtype=c.rtype AND t.id=c.id "  # noqa: S608
-                f"AND t.token IN ({','.join('?' * len(tokens))}))"
-            )
-            params += tokens
+            clause, extra = _category_clause(decision)
+            clauses.append(clause)
+            params += extra
         return (" AND ".join(clauses) or "1=1"), params
 
     def present(self, decision: Decision, body: bytes) -> bytes:
@@ -135,3 +134,10 @@ class Access:
         if not decision.masked:
             return body
         return orjson.dumps(deidentify(orjson.loads(body)))
+
+
+def _category_clause(decision: Decision) -> tuple[str, list[object]]:
+    """Rows whose clear category codes include one the scope constraints name (``code`` or ``system|code``)."""
+    values = [value for name, value in decision.constraints if name == "category"]
+    clause = " OR ".join("instr(c.category, ?) > 0" for _ in values) or "0"
+    return f"(c.category IS NOT NULL AND ({clause}))", [f" {v} " for v in values]

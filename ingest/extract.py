@@ -166,11 +166,6 @@ def search_values(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         for name in names if isinstance(names, list) else [names]:
             if isinstance(name, dict) and isinstance(name.get("family"), str):
                 out.append(("family", name["family"]))
-    for concept in resource.get("category") or () if isinstance(resource.get("category"), list) else ():
-        for coding in concept.get("coding") or () if isinstance(concept, dict) else ():
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                out.append(("category", coding["code"]))
-                out.append(("category", f"{coding.get('system') or ''}|{coding['code']}"))
     if "birthdate" in blind and isinstance(resource.get("birthDate"), str):
         out.append(("birthdate", resource["birthDate"]))
     telecom = resource.get("telecom")
@@ -180,6 +175,22 @@ def search_values(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
             if param in blind:
                 out.append((param, point["value"]))
     return tuple(dict.fromkeys(out))
+
+
+def categories(resource: dict[str, Any]) -> str | None:
+    """The resource's category codings as one space-delimited string (``" code system|code … "``).
+
+    Category codes are not PHI; they are kept in clear so that SMART scopes with
+    ``?category=`` constraints can be enforced in SQL.
+    """
+    raw = resource.get("category")
+    concepts = raw if isinstance(raw, list) else [raw] if isinstance(raw, dict) else []
+    out: list[str] = []
+    for concept in concepts:
+        for coding in concept.get("coding") or () if isinstance(concept, dict) else ():
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str) and " " not in coding["code"]:
+                out += [coding["code"], f"{coding.get('system') or ''}|{coding['code']}"]
+    return f" {' '.join(dict.fromkeys(out))} " if out else None
 
 
 def _ref_id(ref: object, rtype: str) -> str | None:

@@ -37,7 +37,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS versions_key ON versions(rtype, id, version);
 CREATE INDEX IF NOT EXISTS versions_seq ON versions(seq);
 CREATE TABLE IF NOT EXISTS current (
     rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL,
-    patient_key TEXT, last_updated INTEGER NOT NULL,
+    patient_key TEXT, last_updated INTEGER NOT NULL, category TEXT,
     PRIMARY KEY (rtype, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS current_patient ON current(patient_key, rtype);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -323,6 +323,7 @@ class WriteContext:
         self._rows: list[tuple[Any, ...]] = []
         self._dropped_tokens: list[tuple[str, str]] = []
         self._tokens: list[tuple[str, str, str]] = []
+        self._categories: list[tuple[str, str, str]] = []
         self.rows_written = 0
 
     @property
@@ -341,10 +342,13 @@ class WriteContext:
         if self._tokens:
             self.conn.executemany("INSERT OR IGNORE INTO tokens(rtype, token, id) VALUES (?,?,?)", self._tokens)
             self._tokens = []
+        if self._categories:
+            self.conn.executemany("UPDATE current SET category=? WHERE rtype=? AND id=?", self._categories)
+            self._categories = []
 
     def discard(self) -> None:
         """Forget staged writes (before rolling a savepoint back)."""
-        self._rows, self._dropped_tokens, self._tokens = [], [], []
+        self._rows, self._dropped_tokens, self._tokens, self._categories = [], [], [], []
 
     def allocate_seq(self, entries: int, accepted_us: int) -> int:
         seq = self.next_seq
@@ -375,6 +379,11 @@ class WriteContext:
             "patient_key=excluded.patient_key, last_updated=excluded.last_updated",
             [(r[0], r[1], r[2], r[5], r[6], r[4]) for r in rows],
         )
+
+    def set_category(self, rtype: str, rid: str, category: str | None) -> None:
+        """Stage the clear category codes of the current version (None: keep the column empty)."""
+        if category is not None:
+            self._categories.append((category, rtype, rid))
 
     def replace_access(self, rtype: str, rid: str, patient_key: str | None, refs: Iterable[tuple[str, str]]) -> None:
         """Record who cares for the patient, as stated by this resource (Patient, CareTeam)."""

@@ -27,6 +27,7 @@ from ingest.errors import (
 )
 from ingest.extract import (
     access_refs,
+    categories,
     extract_columns,
     identifiers,
     patient_reference,
@@ -353,6 +354,7 @@ def _finish_entry(
     entry.search = search_values(out)
     entry.phi = phi_fields(out)
     entry.access = access_refs(out)
+    entry.category = categories(out)
 
 
 def _check_body_id(entry: PreparedEntry, body_id: object, at: int | None) -> None:

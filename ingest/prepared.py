@@ -37,6 +37,7 @@ class PreparedEntry:
     search: tuple[tuple[str, str], ...] = ()  # blind-indexed (param, value) pairs besides identifiers
     phi: tuple[tuple[str, bytes], ...] = ()  # policy elements to seal one by one: (element, json)
     access: tuple[tuple[str, str], ...] = ()  # who cares for the patient: ("org", id), ("member", ref)
+    category: str | None = None  # " code system|code " (extract.categories), kept in clear
     body_id: str | None = None  # id given in the body of a conditional update
     error: IngestError | None = None  # batch entries fail alone
 

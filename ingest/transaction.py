@@ -342,6 +342,7 @@ class TransactionApplier:
         tokens = conditional.identifier_tokens(self._pseudo, rtype, entry.identifiers)
         tokens.update(self._pseudo.token(rtype, param, value) for param, value in entry.search)
         ctx.replace_tokens(rtype, rid, tokens, fresh=cur is None)
+        ctx.set_category(rtype, rid, entry.category)
         if rtype in ACCESS_TYPES:
             ctx.replace_access(rtype, rid, patient_key, entry.access)
         status = 201 if cur is None or cur.deleted else 200
