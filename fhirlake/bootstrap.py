@@ -7,8 +7,12 @@ from pathlib import Path
 
 import structlog
 
+from audit.errors import AuditConfigError
+from audit.segments import SegmentFileSink
+from audit.trail import AuditTrail
 from fhirlake.settings import Settings
 from fhirlake.tls_serve import tls_files
+from ingest.auditing import AuditRecorder, NullTrail, Trail
 from ingest.auth import AuthService
 from ingest.erasure import PatientErasure
 from ingest.fhir_types import supported_types
@@ -59,6 +63,10 @@ class Paths:
     def auth(self) -> Path:
         return self.root / "auth"
 
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit"
+
 
 def open_catalog(settings: Settings) -> LakeCatalog:
     catalog = LakeCatalog.embedded(
@@ -81,6 +89,7 @@ class Container:
     keys: DataKeys
     erasure: PatientErasure
     auth: AuthService
+    auditing: AuditRecorder
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -95,8 +104,9 @@ class Container:
         self.validator.close()
         self.lake_writer.stop(drain=True)
         self.journal.close()
-        self.keys.store.close()
         self.auth.close()
+        self.auditing.close()  # a final signed checkpoint
+        self.keys.store.close()
 
 
 def open_keys(settings: Settings) -> DataKeys:
@@ -149,7 +159,34 @@ def build(settings: Settings) -> Container:
     service = IngestService(journal, validator, TransactionApplier(pseudo, sealer), reads, settings.limits.max_count)
     erasure = PatientErasure(journal, keys if sealer.encrypted else None, pseudo)
     auth = build_auth(settings, paths, journal, pseudo, sealer)
-    return Container(settings, journal, catalog, writer, lake_reader, validator, reads, service, keys, erasure, auth)
+    auditing = AuditRecorder(open_trail(settings, paths, keys), settings.tenant)
+    return Container(
+        settings, journal, catalog, writer, lake_reader, validator, reads, service, keys, erasure, auth, auditing
+    )
+
+
+AUDIT_SIGNING_SUBJECT = "audit-signing"  # the Ed25519 seed: a data key wrapped by the tenant KEK
+_MAX_TRAILS = 64
+
+
+def open_trail(settings: Settings, paths: Paths, keys: DataKeys) -> Trail:
+    """This process's audit trail: ``audit/trail-N``, the first one no other gateway process holds."""
+    if not settings.audit.enabled:
+        log.warning("audit_off", detail="the audit trail is OFF: benchmark use only, never with real data")
+        return NullTrail()
+    seed = keys.secret(AUDIT_SIGNING_SUBJECT)
+    for n in range(1, _MAX_TRAILS + 1):
+        try:
+            sink = SegmentFileSink(paths.audit / f"trail-{n}", fsync=settings.audit.fsync)
+        except AuditConfigError:  # held by another gateway process (serve --workers)
+            continue
+        return AuditTrail(
+            sink,
+            seed,
+            checkpoint_every=settings.audit.checkpoint_every,
+            checkpoint_interval_s=settings.audit.checkpoint_interval_s,
+        )
+    raise AuditConfigError(f"more than {_MAX_TRAILS} processes write audit trails in this data dir")
 
 
 def public_base(settings: Settings) -> str:

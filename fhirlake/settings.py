@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,14 @@ class LakeSettings(BaseModel):
     target_file_rows: int = Field(default=1_000_000, ge=1000)
 
 
+class AuditSettings(BaseModel):
+    enabled: bool = Field(default=True, description="Off only for the benchmark's comparison run.")
+    checkpoint_every: int = Field(default=1000, ge=1, description="Signed checkpoint after this many records.")
+    checkpoint_interval_s: float = Field(default=60.0, gt=0, description="…or after this long with unsealed ones.")
+    fsync: Literal["always", "data"] = Field(default="always", description="fsync or fdatasync per group.")
+    retention_days: int = Field(default=6 * 365, ge=6 * 365, description="HIPAA 164.316: at least six years.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FHIRLAKE_", env_nested_delimiter="__", extra="ignore")
 
@@ -68,3 +77,4 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
+    audit: AuditSettings = AuditSettings()

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhirlake.errors import FhirlakeError
 from gateway import errors
+from gateway.audit import AuditMiddleware
 from gateway.auth import router as auth_router
 from gateway.fhir import fhir_json
 from gateway.routes import router
@@ -83,6 +84,7 @@ def create_app(container: Any) -> FastAPI:
     app.add_exception_handler(RequestValidationError, errors.handle_request_validation)
     app.add_exception_handler(Exception, errors.handle_unexpected)
 
+    app.add_middleware(AuditMiddleware)  # inner: the request log below also sees a 503 from audit
     app.add_middleware(RequestContext)
 
     @app.get("/healthz")

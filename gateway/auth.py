@@ -22,6 +22,8 @@ from security.errors import AuthenticationError, InvalidScopeError, SecurityErro
 log = structlog.get_logger("gateway.auth")
 router = APIRouter()
 
+ACCESS_KEY = "fhirlake.access"
+
 PUBLIC_ROUTES = frozenset(
     {
         ("GET", "/healthz"),
@@ -39,6 +41,7 @@ def access_for(request: Request, *, write: bool = False) -> Access:
     """The caller's access context (raises 401 without a valid token, 403 for a write without mTLS)."""
     auth = request.app.state.container.auth
     access: Access = auth.access(request.headers.get("authorization"), request.scope, write=write)
+    request.scope[ACCESS_KEY] = access  # the audit record names the caller and what it was shown
     return access
 
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit.errors import AuditError
 from fhirlake.errors import FhirlakeError
 from gateway.fhir import fhir_json
 from ingest import errors as ie
@@ -42,6 +43,7 @@ STATUS_OF: dict[type[Exception], int] = {
     KmsUnavailableError: 503,
     KeyAccessError: 503,  # fail closed: a key the KMS refuses is a key we do not have
     KeyShreddedError: 410,
+    AuditError: 503,
     AuthenticationError: 401,
     InvalidScopeError: 403,
 }

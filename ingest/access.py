@@ -33,6 +33,16 @@ class Access:
     ledger: BreakGlassLedger
     _relations: dict[str | None, Relation] = field(default_factory=dict)
     flagged: bool = False  # a break-glass grant was used by this request
+    references: list[str] = field(default_factory=list)  # resources disclosed to the caller (for audit)
+    patient_keys: set[str] = field(default_factory=set)  # whose records they were (pseudonymous keys)
+    denied: bool = False  # a decision in this request said no
+
+    def disclosed(self, rtype: str, rid: str, patient_key: str | None) -> None:
+        """Note a resource handed to the caller: the audit record lists it (accounting of disclosures)."""
+        if len(self.references) < 1000:
+            self.references.append(f"{rtype}/{rid}")
+        if patient_key is not None:
+            self.patient_keys.add(patient_key)
 
     @property
     def own_key(self) -> str | None:
@@ -76,6 +86,7 @@ class Access:
         if not decision.allowed:
             none = self.authorizer.decide(self.principal, action, Target(Kind.CLINICAL, rtype, Relation.NONE))
             if not none.allowed:
+                self.denied = True
                 raise ForbiddenError("forbidden", [Issue("forbidden", f"not permitted to {action} {rtype} resources")])
             return none
         return decision
@@ -85,7 +96,9 @@ class Access:
         self.require_type(action, rtype)
         decision = self.decide(action, rtype, patient_key)
         if not decision.allowed or not self.meets_constraints(decision, rtype, rid):
+            self.denied = True
             raise ResourceNotFoundError(f"{rtype} resource not found")
+        self.disclosed(rtype, rid, patient_key)
         return decision
 
     def require_kind(self, kind: Kind | str, action: str) -> Decision:
@@ -93,6 +106,7 @@ class Access:
         kind = Kind(kind)
         decision = self.authorizer.decide(self.principal, action, Target(kind))
         if not decision.allowed:
+            self.denied = True
             raise ForbiddenError("forbidden", [Issue("forbidden", f"not permitted: {kind.value} {action}")])
         return decision
 

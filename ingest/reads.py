@@ -73,6 +73,7 @@ class StoredResource:
     last_updated_us: int
     deleted: bool
     body: bytes | None
+    patient_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -132,7 +133,7 @@ class ResourceReads:
                 raise ResourceGoneError(
                     f"{rtype} resource was erased", [Issue("deleted", "the patient of this resource was erased")]
                 ) from None
-            out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body))
+            out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body, r[6]))
         return out
 
     def search(
@@ -239,6 +240,9 @@ class ResourceReads:
         self, rtype: str, ids: list[str], access: Access | None, decision: Decision | None
     ) -> list[StoredResource]:
         rows = self._current_rows(rtype, ids)
+        if access is not None:
+            for row in rows:
+                access.disclosed(row.resource_type, row.id, row.patient_key)
         if access is None or decision is None or not decision.masked:
             return rows
         return [r if r.body is None else replace(r, body=access.present(decision, r.body)) for r in rows]

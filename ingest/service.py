@@ -156,6 +156,7 @@ def _authorize_entries(prepared: PreparedBundle, access: Access) -> None:
         if entry.error is not None or entry.method == "GET":
             continue
         if not access.decide(_WRITE_ACTION[entry.method], entry.resource_type, None).allowed:
+            access.denied = True
             at = None if prepared.single else entry.index
             issue = entry_issue(at, "request", "forbidden", f"not permitted to write {entry.resource_type} resources")
             error = ForbiddenError("forbidden", [issue])

@@ -1,0 +1,121 @@
+"""What an HTTP request becomes in the audit trail: one FHIR AuditEvent-shaped record, no PHI.
+
+The gateway hands over facts (method, route template, status, peer address,
+query string, the caller's access context); this module maps them to an
+event — who (client, role, fhirUser, certificate subject, address), what
+(action, resources disclosed, patients by pseudonymous key), how it ended,
+why (purpose of use) — and submits it to the trail, which makes it durable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode
+
+from audit.events import AuditAction, audit_event, outcome_of
+from ingest.access import Access
+
+# Query values kept as sent: paging and formatting, and logical ids (opaque, never identifiers).
+_KEEP = frozenset(
+    {"_count", "_offset", "_format", "_summary", "_sort", "_elements", "_id", "patient", "subject", "_pretty"}
+)
+_ACTIONS = {
+    ("GET", "/fhir/{rtype}"): AuditAction.SEARCH,
+    ("GET", "/fhir/{rtype}/{rid}"): AuditAction.READ,
+    ("GET", "/fhir/{rtype}/{rid}/_history/{vid}"): AuditAction.VREAD,
+    ("POST", "/fhir"): AuditAction.TRANSACTION,
+    ("POST", "/fhir/"): AuditAction.TRANSACTION,
+    ("POST", "/fhir/{rtype}"): AuditAction.CREATE,
+    ("PUT", "/fhir/{rtype}"): AuditAction.UPDATE,
+    ("PUT", "/fhir/{rtype}/{rid}"): AuditAction.UPDATE,
+    ("DELETE", "/fhir/{rtype}"): AuditAction.DELETE,
+    ("DELETE", "/fhir/{rtype}/{rid}"): AuditAction.DELETE,
+    ("POST", "/fhir/Patient/{rid}/$purge"): AuditAction.PURGE,
+    ("POST", "/auth/token"): AuditAction.TOKEN,
+    ("POST", "/auth/break-glass"): AuditAction.BREAK_GLASS,
+}
+
+
+class Trail(Protocol):
+    def submit(self, event: Mapping[str, Any]) -> Future[int]: ...
+
+    def close(self) -> None: ...
+
+
+class NullTrail:
+    """No audit at all: only for the benchmark's audit-off comparison run."""
+
+    def submit(self, event: Mapping[str, Any]) -> Future[int]:
+        done: Future[int] = Future()
+        done.set_result(0)
+        return done
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    method: str
+    route: str  # the route template, never the raw path (it may carry ids of other kinds)
+    status: int
+    address: str | None
+    query: str
+    access: Access | None
+
+
+def redact_query(query: str) -> str:
+    """The query with every value that could be PHI replaced (names, birth dates, identifiers…)."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(k, v if k.split(":")[0] in _KEEP else "redacted") for k, v in pairs])
+
+
+class AuditRecorder:
+    def __init__(self, trail: Trail, tenant: str) -> None:
+        self._trail = trail
+        self._tenant = tenant
+
+    def close(self) -> None:
+        self._trail.close()
+
+    def submit(self, facts: RequestFacts) -> Future[int]:
+        """Queue the request's record; the future resolves once it is durable (raises AuditError otherwise)."""
+        return self._trail.submit(self.event(facts))
+
+    def event(self, facts: RequestFacts) -> dict[str, Any]:
+        """The AuditEvent of one request: denials and failed logins get their own action tags."""
+        access = facts.access
+        principal = access.principal if access is not None else None
+        action = _ACTIONS.get((facts.method, facts.route), AuditAction.ADMIN)
+        if facts.status == 401:
+            action = AuditAction.LOGIN_FAILED
+        elif facts.status == 403 or (access is not None and access.denied and facts.status >= 400):
+            action = AuditAction.DENIED
+        query = f"{facts.route}?{redact_query(facts.query)}" if facts.query else facts.route
+        return audit_event(
+            action,
+            outcome=outcome_of(facts.status),
+            outcome_code=str(facts.status),
+            client_id=principal.client_id if principal else None,
+            user=principal.fhir_user if principal else None,
+            role=principal.role.value if principal else None,
+            address=_ip(facts.address),
+            cert_subject=principal.cert_subject if principal else None,
+            site=self._tenant,
+            patient_keys=sorted(access.patient_keys) if access is not None else (),
+            resources=access.references if access is not None else (),
+            query=query,
+            purpose_of_use=("BTG",) if access is not None and access.flagged else (),
+        )
+
+
+def _ip(address: str | None) -> str | None:
+    """The peer's IP address; other peer names (in-process test clients, unix sockets) are not recorded."""
+    try:
+        return None if address is None else str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
