@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fhirlake import audit_cli, certs_cli, clients_cli, keys_cli
+from fhirlake import audit_cli, certs_cli, cli_audit, clients_cli, keys_cli
 from fhirlake.errors import FhirlakeError
 from fhirlake.settings import Settings
 
@@ -137,10 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.settings_of, args.print = _settings, _print
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
     except FhirlakeError as exc:  # a clear, PHI-free message instead of a traceback
         sys.stderr.write(f"fhirlake: {exc.code}: {exc.message}\n")
-        return 2
+        code = 2
+    action = cli_audit.action_of(args)
+    if action is not None and _settings(args).data_dir.exists():  # failures are recorded too
+        try:
+            cli_audit.record_command(_settings(args), args, action, code)
+        except FhirlakeError as exc:
+            sys.stderr.write(f"fhirlake: the command ran but its audit record failed: {exc.code}\n")
+            return 3
+    return code
 
 
 if __name__ == "__main__":

@@ -123,3 +123,22 @@ def test_cli_verifies_the_trail_of_a_stopped_server(client: TestClient, tmp_path
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert orjson.loads(done.stdout)["ok"] is True
+
+
+def test_operator_commands_are_recorded_with_their_outcome(tmp_path: Path) -> None:
+    from audit.verify import verify
+
+    data = tmp_path / "data"
+    cli = [sys.executable, "-m", "fhirlake.cli"]
+    assert subprocess.run([*cli, "keys", "rotate", "--data-dir", str(data)], capture_output=True).returncode == 0
+    failed = subprocess.run(
+        [*cli, "keys", "shred", "--patient", "nobody", "--data-dir", str(data)], capture_output=True
+    )
+    assert failed.returncode == 2
+    events = []
+    for trail in sorted((data / "audit").glob("trail-*")):
+        assert verify(trail).ok
+        for segment in sorted(trail.glob("segment-*.log")):
+            events += [orjson.loads(line)["event"] for line in segment.read_bytes().splitlines() if b'"event"' in line]
+    assert [(_action(e), e["outcome"]) for e in events] == [("key-rotate", "0"), ("key-shred", "4")]
+    assert events[1]["entity"][0]["what"]["identifier"]["value"] != "nobody"  # the patient, by pseudonym only
