@@ -281,7 +281,7 @@ def anomalies(
         seen[(person, day)].update(patient_keys(event))
     rows = _volume_rows(volume, volume_factor, baseline_days)
     rows += [
-        _anomaly("after-hours", key, n, f"UTC hours {after_hours[0]:02d}-{after_hours[1]:02d}")
+        _anomaly("after-hours", key, n, f"UTC {after_hours[0]:02d}:00-{after_hours[1]:02d}:00")
         for key, n in late.items()
     ]
     rows += [

@@ -2,8 +2,9 @@
 
 A sink stores lines (bytes, no newline) in order and is durable when ``append`` returns; it never
 rewrites or deletes what it acknowledged. Sinks are found by name in ``SINKS`` and imported
-lazily: ``file`` (:class:`audit.segments.SegmentFileSink`) and ``memory``; an Iceberg table sink
-and an S3 Object Lock sink are meant to join as one module and one entry each.
+lazily: ``file`` (:class:`audit.segments.SegmentFileSink`), ``memory`` and ``s3-worm``
+(:class:`audit.worm.WormSink`, a WORM copy in S3 Object Lock); an Iceberg table sink is meant to
+join as one module and one entry.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class AuditSink(Protocol):
 SINKS: dict[str, str] = {
     "file": "audit.segments:SegmentFileSink",
     "memory": "audit.sinks:MemorySink",
+    "s3-worm": "audit.worm:WormSink",  # wraps a local sink: S3 Object Lock (compliance mode) copy
 }
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -118,17 +118,9 @@ class WormSink:
 
         Raises AuditConfigError naming the missing setting, AuditUnavailableError if S3 cannot be asked.
         """
-        try:
-            versioning = self._client.get_bucket_versioning(Bucket=self._bucket)
-            lock = self._client.get_object_lock_configuration(Bucket=self._bucket)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ObjectLockConfigurationNotFoundError":
-                raise AuditConfigError("audit WORM bucket has no Object Lock configuration") from None
-            raise _unavailable("bucket check", exc) from exc
-        except BotoCoreError as exc:
-            raise _unavailable("bucket check", exc) from exc
-        if versioning.get("Status") != "Enabled":
+        if self._ask(self._client.get_bucket_versioning, "GetBucketVersioning").get("Status") != "Enabled":
             raise AuditConfigError("audit WORM bucket must have versioning Enabled")
+        lock = self._ask(self._client.get_object_lock_configuration, "GetObjectLockConfiguration")
         config = lock.get("ObjectLockConfiguration", {})
         if config.get("ObjectLockEnabled") != "Enabled":
             raise AuditConfigError("audit WORM bucket must have Object Lock Enabled")
@@ -141,6 +133,17 @@ class WormSink:
                 f"audit WORM bucket default retention is {_retention_days(rule)} days, "
                 f"below the required {self._retention.days}"
             )
+
+    def _ask(self, call: Callable[..., Any], operation: str) -> dict[str, Any]:
+        try:
+            answer: dict[str, Any] = call(Bucket=self._bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ObjectLockConfigurationNotFoundError":
+                raise AuditConfigError("audit WORM bucket has no Object Lock configuration") from None
+            raise _unavailable(operation, exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(operation, exc) from exc
+        return answer
 
     def append(self, lines: Sequence[bytes], checkpoints: Sequence[bytes] = ()) -> None:
         """Store the batch in S3 (locked), then in the primary.

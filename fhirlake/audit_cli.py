@@ -7,12 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fhirlake.audit_reports_cli import register_reports
+
 AUDIT_DIR = "audit"  # under the data directory
 
 
 def register(sub: Any, add_data_dir: Callable[[argparse.ArgumentParser], None]) -> None:
     audit = sub.add_parser("audit", help="audit trail: verify hash chain, checkpoints and signatures")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    register_reports(audit_sub, add_data_dir)
     verify = audit_sub.add_parser(
         "verify", help="check every record, link and checkpoint signature; exit 1 and name the place if broken"
     )

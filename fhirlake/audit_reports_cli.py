@@ -8,9 +8,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+
+from audit.reports import (
+    AuditReportError,
+    Report,
+    activity,
+    anomalies,
+    break_glass,
+    denied,
+    disclosures,
+    flagged_events,
+    load_events,
+    to_csv,
+    to_fhir_bundle,
+    to_html,
+)
 
 KINDS = ("disclosures", "activity", "break-glass", "denied", "anomalies")
 FORMATS = ("csv", "json", "fhir", "html")
@@ -73,38 +88,36 @@ def _patient_key(args: argparse.Namespace) -> str | None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the report. Raises AuditReportError if the kind needs a patient or an agent it was not given."""
-    from audit import reports
-
     if args.kind == "disclosures" and args.patient is None and args.patient_key is None:
-        raise reports.AuditReportError("the disclosures report needs --patient or --patient-key")
+        raise AuditReportError("the disclosures report needs --patient or --patient-key")
     if args.kind == "activity" and not args.agent:
-        raise reports.AuditReportError("the activity report needs --agent")
+        raise AuditReportError("the activity report needs --agent")
     patient_key = _patient_key(args)
     audit_dir = args.settings_of(args).data_dir / _AUDIT_DIR
 
-    def events() -> Any:
-        return reports.load_events(audit_dir, start=args.start, end=args.end, patient_key=patient_key, agent=args.agent)
+    def events() -> Iterator[dict[str, Any]]:
+        return load_events(audit_dir, start=args.start, end=args.end, patient_key=patient_key, agent=args.agent)
 
-    report = _build(reports, args.kind, events(), patient_key, args.agent)
+    report = _build(args.kind, events(), patient_key, args.agent)
     if args.format == "json":
         args.print(report.rows)
     elif args.format == "fhir":
-        found = reports.flagged_events(events(), report.rows) if args.kind == "anomalies" else report.events
-        args.print(reports.to_fhir_bundle(found))
+        found = flagged_events(events(), report.rows) if args.kind == "anomalies" else report.events
+        args.print(to_fhir_bundle(found))
     elif args.format == "csv":
-        sys.stdout.write(reports.to_csv(report.rows))
+        sys.stdout.write(to_csv(report.rows))
     else:
-        sys.stdout.write(reports.to_html(report.title, report.rows))
+        sys.stdout.write(to_html(report.title, report.rows))
     return 0
 
 
-def _build(reports: Any, kind: str, events: Any, patient_key: str | None, agent: str | None) -> Any:
+def _build(kind: str, events: Iterator[dict[str, Any]], patient_key: str | None, agent: str | None) -> Report:
     if kind == "disclosures":
-        return reports.disclosures(events, patient_key)
+        return disclosures(events, patient_key or "")
     if kind == "activity":
-        return reports.activity(events, agent)
+        return activity(events, agent or "")
     if kind == "break-glass":
-        return reports.break_glass(events)
+        return break_glass(events)
     if kind == "denied":
-        return reports.denied(events)
-    return reports.anomalies(events)
+        return denied(events)
+    return anomalies(events)

@@ -9,7 +9,9 @@ import structlog
 
 from audit.errors import AuditConfigError
 from audit.segments import SegmentFileSink
+from audit.sinks import AuditSink
 from audit.trail import AuditTrail
+from audit.worm import WormSink
 from fhirlake.settings import Settings
 from fhirlake.tls_serve import tls_files
 from ingest.auditing import AuditRecorder, NullTrail, Trail
@@ -177,9 +179,18 @@ def open_trail(settings: Settings, paths: Paths, keys: DataKeys) -> Trail:
     seed = keys.secret(AUDIT_SIGNING_SUBJECT)
     for n in range(1, _MAX_TRAILS + 1):
         try:
-            sink = SegmentFileSink(paths.audit / f"trail-{n}", fsync=settings.audit.fsync)
+            sink: AuditSink = SegmentFileSink(paths.audit / f"trail-{n}", fsync=settings.audit.fsync)
         except AuditConfigError:  # held by another gateway process (serve --workers)
             continue
+        if settings.audit.worm_bucket:
+            sink = WormSink(
+                sink,
+                bucket=settings.audit.worm_bucket,
+                prefix=f"{settings.audit.worm_prefix}/{settings.tenant}/trail-{n}",
+                retention_days=settings.audit.retention_days,
+                region=settings.audit.worm_region,
+                endpoint_url=settings.audit.worm_endpoint_url,
+            )
         return AuditTrail(
             sink,
             seed,

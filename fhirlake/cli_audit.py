@@ -25,6 +25,7 @@ ACTIONS: dict[tuple[str, str | None], AuditAction] = {
     ("clients", "add"): AuditAction.ADMIN,
     ("lake", "maintain"): AuditAction.ADMIN,
     ("audit", "verify"): AuditAction.AUDIT_READ,
+    ("audit", "report"): AuditAction.AUDIT_READ,
 }
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 

@@ -61,6 +61,12 @@ class AuditSettings(BaseModel):
     checkpoint_interval_s: float = Field(default=60.0, gt=0, description="…or after this long with unsealed ones.")
     fsync: Literal["always", "data"] = Field(default="always", description="fsync or fdatasync per group.")
     retention_days: int = Field(default=6 * 365, ge=6 * 365, description="HIPAA 164.316: at least six years.")
+    worm_bucket: str | None = Field(
+        default=None, description="S3 bucket (versioning + Object Lock, compliance mode) for a WORM copy."
+    )
+    worm_prefix: str = "audit"
+    worm_region: str = "us-east-1"
+    worm_endpoint_url: str | None = None
 
 
 class Settings(BaseSettings):

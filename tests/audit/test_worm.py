@@ -38,7 +38,9 @@ def s3_client(url: str) -> Any:
     return boto3.session.Session().client("s3", region_name=REGION, endpoint_url=url)
 
 
-def make_bucket(url: str, *, lock: bool = True, versioning: bool = True, mode: str = "COMPLIANCE", days: int = 2190) -> str:
+def make_bucket(
+    url: str, *, lock: bool = True, versioning: bool = True, mode: str = "COMPLIANCE", days: int = 2190
+) -> str:
     """A fresh bucket; with ``lock`` created for Object Lock (which turns versioning on) plus a default rule."""
     s3 = s3_client(url)
     name = f"audit-{uuid.uuid4().hex[:16]}"
@@ -62,7 +64,9 @@ def worm(url: str, bucket: str, primary: Any, **overrides: Any) -> WormSink:
 
 
 def stored(url: str, bucket: str, prefix: str) -> list[dict[str, Any]]:
-    return sorted(s3_client(url).list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []), key=lambda o: o["Key"])
+    return sorted(
+        s3_client(url).list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []), key=lambda o: o["Key"]
+    )
 
 
 def test_trail_batches_land_locked_in_s3_and_match_the_local_segments(s3_url: str, tmp_path: Path) -> None:
