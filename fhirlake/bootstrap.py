@@ -14,7 +14,7 @@ from audit.trail import AuditTrail
 from audit.worm import WormSink
 from fhirlake.settings import Settings
 from fhirlake.tls_serve import tls_files
-from ingest.auditing import AuditRecorder, NullTrail, Trail
+from ingest.auditing import AuditQueries, AuditRecorder, NullTrail, Trail
 from ingest.auth import AuthService
 from ingest.erasure import PatientErasure
 from ingest.fhir_types import supported_types
@@ -92,6 +92,7 @@ class Container:
     erasure: PatientErasure
     auth: AuthService
     auditing: AuditRecorder
+    audit_queries: AuditQueries
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -162,8 +163,21 @@ def build(settings: Settings) -> Container:
     erasure = PatientErasure(journal, keys if sealer.encrypted else None, pseudo)
     auth = build_auth(settings, paths, journal, pseudo, sealer)
     auditing = AuditRecorder(open_trail(settings, paths, keys), settings.tenant)
+    queries = AuditQueries(paths.audit, pseudo, settings.limits.max_count)
     return Container(
-        settings, journal, catalog, writer, lake_reader, validator, reads, service, keys, erasure, auth, auditing
+        settings,
+        journal,
+        catalog,
+        writer,
+        lake_reader,
+        validator,
+        reads,
+        service,
+        keys,
+        erasure,
+        auth,
+        auditing,
+        queries,
     )
 
 

@@ -72,6 +72,16 @@ async def purge_patient(request: Request, rid: str) -> Response:
     return fhir_json(outcome(issues))
 
 
+@router.get("/AuditEvent")
+async def audit_events(request: Request) -> Response:
+    """The audit trail as AuditEvents, for compliance officers only (patient, agent, date)."""
+    check_negotiation(request)
+    access = access_for(request)
+    params = list(request.query_params.multi_items())
+    bundle = await run_in_threadpool(request.app.state.container.audit_queries.search, access, params)
+    return fhir_json(bundle)
+
+
 @router.get("/{rtype}")
 async def search(request: Request, rtype: str) -> Response:
     check_negotiation(request)

@@ -10,14 +10,20 @@ why (purpose of use) — and submits it to the trail, which makes it durable.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from audit.events import AuditAction, audit_event, outcome_of
+from audit.reports import load_events
 from ingest.access import Access
+from ingest.errors import InvalidInputError, Issue
+from security.pseudonym import Pseudonymizer
 
 # Query values kept as sent: paging and formatting, and logical ids (opaque, never identifiers).
 _KEEP = frozenset(
@@ -37,6 +43,7 @@ _ACTIONS = {
     ("POST", "/fhir/Patient/{rid}/$purge"): AuditAction.PURGE,
     ("POST", "/auth/token"): AuditAction.TOKEN,
     ("POST", "/auth/break-glass"): AuditAction.BREAK_GLASS,
+    ("GET", "/fhir/AuditEvent"): AuditAction.AUDIT_READ,
 }
 
 
@@ -119,3 +126,52 @@ def _ip(address: str | None) -> str | None:
         return None if address is None else str(ipaddress.ip_address(address))
     except ValueError:
         return None
+
+
+class AuditQueries:
+    """``GET /fhir/AuditEvent`` for compliance officers: the trail, filtered, never decrypted."""
+
+    def __init__(self, audit_dir: Path, pseudo: Pseudonymizer, max_count: int) -> None:
+        self._dir = audit_dir
+        self._pseudo = pseudo
+        self._max = max_count
+
+    def search(self, access: Access, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """A searchset of AuditEvents by ``patient`` (id), ``agent`` and ``date`` (``ge``/``lt`` prefixes).
+
+        Raises ForbiddenError unless the caller may read the audit trail; InvalidInputError for a bad date.
+        """
+        access.require_kind("audit", "read")
+        patient_key, agent, start, end, count = None, None, None, None, 100
+        for name, value in params:
+            if name == "patient":
+                patient_key = self._pseudo.patient_key(value.removeprefix("Patient/"))
+            elif name == "agent":
+                agent = value
+            elif name == "date":
+                prefix, moment = (value[:2], value[2:]) if value[:2] in ("ge", "gt", "lt", "le") else ("eq", value)
+                when = _instant(moment)
+                if prefix in ("ge", "gt", "eq"):
+                    start = when
+                if prefix in ("lt", "le"):
+                    end = when
+            elif name == "_count" and value.isdigit():
+                count = max(1, min(int(value), self._max))
+        events = load_events(self._dir, start=start, end=end, patient_key=patient_key, agent=agent)
+        page = list(itertools.islice(events, count))
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(page),
+            "entry": [{"resource": event, "search": {"mode": "match"}} for event in page],
+        }
+
+
+def _instant(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            "invalid date", [Issue("invalid", "date must be an ISO 8601 date or dateTime", ("date",))]
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -142,3 +142,16 @@ def test_operator_commands_are_recorded_with_their_outcome(tmp_path: Path) -> No
             events += [orjson.loads(line)["event"] for line in segment.read_bytes().splitlines() if b'"event"' in line]
     assert [(_action(e), e["outcome"]) for e in events] == [("key-rotate", "0"), ("key-shred", "4")]
     assert events[1]["entity"][0]["what"]["identifier"]["value"] != "nobody"  # the patient, by pseudonym only
+
+
+def test_audit_events_for_compliance_officers_only(client: TestClient) -> None:
+    data_dir = container_of(client).settings.data_dir
+    created = client.post("/fhir/Patient", content=orjson.dumps({"resourceType": "Patient"})).json()["id"]
+    assert client.get(f"/fhir/Patient/{created}").status_code == 200
+    officer = login(client, register(data_dir, Role.COMPLIANCE_OFFICER, "system/*.rs"), TOKEN_URL).headers()
+    found = client.get("/fhir/AuditEvent", params={"patient": created, "date": "ge2020-01-01"}, headers=officer)
+    assert found.status_code == 200, found.text
+    actions = [_action(e["resource"]) for e in found.json()["entry"]]
+    assert "read" in actions and all(e["resource"]["resourceType"] == "AuditEvent" for e in found.json()["entry"])
+    assert client.get("/fhir/AuditEvent").status_code == 403  # an EMR integration may not read the trail
+    assert _action(_events(client)[-1]) == "denied"
