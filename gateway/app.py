@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhirlake.errors import FhirlakeError
 from gateway import errors
+from gateway.admin import router as admin_router
 from gateway.audit import AuditMiddleware
 from gateway.auth import router as auth_router
 from gateway.fhir import fhir_json
@@ -78,6 +79,7 @@ def create_app(container: Any) -> FastAPI:
     app.state.base_url = container.settings.server.base_url
     app.include_router(auth_router)  # first: /fhir/.well-known/… must not fall into /fhir/{rtype}/{rid}
     app.include_router(router)
+    app.include_router(admin_router)
     app.add_exception_handler(FhirlakeError, errors.handle_fhirlake_error)
     app.add_exception_handler(JournalClosedError, errors.handle_fhirlake_error)
     app.add_exception_handler(StarletteHTTPException, errors.handle_http_error)

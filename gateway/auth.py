@@ -33,6 +33,10 @@ PUBLIC_ROUTES = frozenset(
         ("GET", "/fhir/.well-known/smart-configuration"),
         ("GET", "/.well-known/jwks.json"),
         ("POST", "/auth/token"),
+        # The audit page's static shell: no data; its numbers come from /admin/audit/data with a token.
+        ("GET", "/admin/audit"),
+        ("GET", "/admin/audit.js"),
+        ("GET", "/admin/audit.css"),
     }
 )
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from audit.events import AuditAction, audit_event, outcome_of
-from audit.reports import load_events
+from audit.reports import action, load_events, recorded, who
 from ingest.access import Access
 from ingest.errors import InvalidInputError, Issue
 from security.pseudonym import Pseudonymizer
@@ -44,6 +45,7 @@ _ACTIONS = {
     ("POST", "/auth/token"): AuditAction.TOKEN,
     ("POST", "/auth/break-glass"): AuditAction.BREAK_GLASS,
     ("GET", "/fhir/AuditEvent"): AuditAction.AUDIT_READ,
+    ("GET", "/admin/audit/data"): AuditAction.AUDIT_READ,
 }
 
 
@@ -164,6 +166,33 @@ class AuditQueries:
             "type": "searchset",
             "total": len(page),
             "entry": [{"resource": event, "search": {"mode": "match"}} for event in page],
+        }
+
+    def summary(self, access: Access, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """Counts for the audit page: records per day, top agents, denials per day (``agent``, ``from``, ``to``).
+
+        Raises ForbiddenError unless the caller may read the audit trail; InvalidInputError for a bad date.
+        """
+        access.require_kind("audit", "read")
+        args = dict(params)
+        start = _instant(args["from"]) if args.get("from") else None
+        end = _instant(args["to"]) + timedelta(days=1) if args.get("to") else None
+        per_day: Counter[str] = Counter()
+        agents: Counter[str] = Counter()
+        denials: Counter[str] = Counter()
+        total = 0
+        for event in load_events(self._dir, start=start, end=end, agent=args.get("agent") or None):
+            total += 1
+            day = recorded(event).date().isoformat()
+            per_day[day] += 1
+            agents[who(event) or "anonymous"] += 1
+            if action(event) in ("denied", "login-failed"):
+                denials[day] += 1
+        return {
+            "total": total,
+            "over_time": sorted(per_day.items()),
+            "top_agents": agents.most_common(10),
+            "denials": sorted(denials.items()),
         }
 
 
