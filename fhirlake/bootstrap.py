@@ -8,6 +8,7 @@ from pathlib import Path
 import structlog
 
 from audit.errors import AuditConfigError
+from audit.mirror import AuditMirror
 from audit.segments import SegmentFileSink
 from audit.sinks import AuditSink
 from audit.trail import AuditTrail
@@ -24,6 +25,7 @@ from ingest.reads import ResourceReads
 from ingest.service import IngestService
 from ingest.transaction import TransactionApplier
 from ingest.validation import Validator
+from lake.audit_table import AuditTable
 from lake.catalog import LakeCatalog
 from lake.reader import LakeReader
 from lake.writer import LakeWriter
@@ -93,11 +95,13 @@ class Container:
     auth: AuthService
     auditing: AuditRecorder
     audit_queries: AuditQueries
+    audit_mirror: AuditMirror
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
         supported_types()
         self.lake_writer.start()
+        self.audit_mirror.start()
 
     def ready(self) -> bool:
         return self.lake_writer.last_error is None and self.keys.healthy()
@@ -109,6 +113,8 @@ class Container:
         self.journal.close()
         self.auth.close()
         self.auditing.close()  # a final signed checkpoint
+        self.audit_mirror.stop()
+        self.audit_mirror.catch_up()  # the last records, checkpoint included, reach the Iceberg copy
         self.keys.store.close()
 
 
@@ -164,6 +170,9 @@ def build(settings: Settings) -> Container:
     auth = build_auth(settings, paths, journal, pseudo, sealer)
     auditing = AuditRecorder(open_trail(settings, paths, keys), settings.tenant)
     queries = AuditQueries(paths.audit, pseudo, settings.limits.max_count)
+    audit_table = AuditTable(catalog)
+    audit_table.ensure()
+    mirror = AuditMirror(paths.audit, audit_table, interval_s=settings.audit.mirror_interval_s)
     return Container(
         settings,
         journal,
@@ -178,6 +187,7 @@ def build(settings: Settings) -> Container:
         auth,
         auditing,
         queries,
+        mirror,
     )
 
 

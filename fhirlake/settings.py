@@ -65,6 +65,7 @@ class AuditSettings(BaseModel):
         default=None, description="S3 bucket (versioning + Object Lock, compliance mode) for a WORM copy."
     )
     worm_prefix: str = "audit"
+    mirror_interval_s: float = Field(default=5.0, gt=0, description="How often audit records are copied to Iceberg.")
     worm_region: str = "us-east-1"
     worm_endpoint_url: str | None = None
 

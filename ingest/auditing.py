@@ -104,7 +104,8 @@ class AuditRecorder:
             action = AuditAction.LOGIN_FAILED
         elif facts.status == 403 or (access is not None and access.denied and facts.status >= 400):
             action = AuditAction.DENIED
-        query = f"{facts.route}?{redact_query(facts.query)}" if facts.query else facts.route
+        target = f"{facts.method} {facts.route}"
+        query = f"{target}?{redact_query(facts.query)}" if facts.query else target
         return audit_event(
             action,
             outcome=outcome_of(facts.status),

@@ -21,6 +21,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from lake.arrow import ARROW_SCHEMA, sort_for_patients
+from lake.audit_table import is_append_only
 from lake.catalog import LakeCatalog
 from lake.errors import LakeUnavailableError
 from lake.schema import all_tables
@@ -66,6 +67,8 @@ def compact_table(catalog: LakeCatalog, name: str, *, min_files: int, target_row
     """Rewrite each partition holding ``min_files`` or more small files; returns files removed."""
     for attempt in range(_ATTEMPTS):
         table = catalog.table(name, fresh=True)
+        if is_append_only(table):
+            return 0  # the audit mirror is never rewritten and keeps every snapshot
         groups: dict[tuple[object, ...], list[DataFile]] = defaultdict(list)
         for data_file in _live_files(table):
             if data_file.record_count < target_rows:
@@ -105,6 +108,8 @@ def _rewrite(table: Table, groups: list[list[DataFile]]) -> int:
 def expire_snapshots(catalog: LakeCatalog, name: str, retention_s: float) -> int:
     """Expire snapshots older than ``retention_s`` (the current snapshot always stays)."""
     table = catalog.table(name, fresh=True)
+    if is_append_only(table):
+        return 0  # the audit mirror is never rewritten and keeps every snapshot
     current = table.current_snapshot()
     if current is None:
         return 0

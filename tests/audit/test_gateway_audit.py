@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
@@ -30,6 +31,18 @@ def _events(client: TestClient) -> list[dict[str, Any]]:
             if "event" in record:
                 out.append(record["event"])
     return out
+
+
+def _route(event: dict[str, Any]) -> str:
+    """``METHOD route-template`` of a request's record (the query entity holds the template)."""
+    query = next(e["query"] for e in event["entity"] if "query" in e)
+    return base64.b64decode(query).decode().split("?", 1)[0]
+
+
+def _app_routes(client: TestClient) -> list[tuple[str, str]]:
+    from tests.security.test_http_auth import _routes
+
+    return _routes(client)
 
 
 def _action(event: dict[str, Any]) -> str:
@@ -67,6 +80,15 @@ def test_every_route_and_outcome_leaves_exactly_one_record(client: TestClient) -
         ("POST", "/auth/break-glass", {"json": {"patient": f"Patient/{pid}"}, "headers": doctor}, 400, "break-glass"),
         ("POST", f"/fhir/Patient/{pid}/$purge", {"headers": ops}, 200, "purge"),
         ("GET", "/no/such/route", {}, 404, "admin"),
+        ("GET", "/.well-known/smart-configuration", {}, 200, "admin"),
+        ("PUT", "/fhir/Patient", {"params": {"identifier": "urn:x|1"}, "content": b"{}"}, 400, "update"),
+        ("DELETE", "/fhir/Patient", {"params": {"identifier": "urn:x|none"}}, 204, "delete"),
+        ("POST", "/fhir/", {"content": bundle}, 200, "transaction"),
+        ("GET", "/fhir/AuditEvent", {}, 403, "denied"),
+        ("GET", "/admin/audit", {}, 200, "admin"),
+        ("GET", "/admin/audit.js", {}, 200, "admin"),
+        ("GET", "/admin/audit.css", {}, 200, "admin"),
+        ("GET", "/admin/audit/data", {}, 403, "denied"),
     ]
     for method, url, kwargs, status, action in cases:
         before = len(_events(client))
@@ -76,6 +98,9 @@ def test_every_route_and_outcome_leaves_exactly_one_record(client: TestClient) -
         assert len(events) == before + 1, (method, url)
         assert _action(events[-1]) == action, (method, url)
         assert events[-1]["outcome"] == ("0" if status < 400 else "4")
+    served = {_route(e) for e in _events(client)}
+    every = {f"{method} {path}" for method, path in _app_routes(client)}
+    assert every <= served, f"routes without an audit case: {sorted(every - served)}"
     read = next(e for e in _events(client) if _action(e) == "read" and e["outcome"] == "0")
     assert any(e.get("what", {}).get("reference") == f"Patient/{pid}" for e in read["entity"])
     search = next(e for e in _events(client) if _action(e) == "search")
