@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -37,6 +38,16 @@ def ensure_env() -> None:
     STAMP.write_text(wanted)
 
 
+def ensure_chromium() -> None:
+    """The audit page is tested in headless Chromium: install Debian's package when we may (root + apt)."""
+    if shutil.which("chromium") or not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.call(["apt-get", "update", "-qq"], env=env, **quiet) == 0:
+        subprocess.call(["apt-get", "install", "-y", "-qq", "chromium"], env=env, **quiet)
+
+
 def main() -> int:
     command, rest = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("serve", [])
     ensure_env()
@@ -44,6 +55,7 @@ def main() -> int:
         args = rest or ["--demo"]
         return subprocess.call([str(BIN / "fhirlake"), "serve", *args], cwd=ROOT)
     if command == "test":
+        ensure_chromium()
         return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT)
     if command == "lint":
         python = str(BIN / "python")
