@@ -7,8 +7,27 @@ from typing import Any
 
 import fhirlake
 from ingest.fhir_types import supported_types
-from ingest.reads import PATIENT_TYPES, blind_params
+from ingest.reads import PATIENT_TYPES
+from ingest.search import PHI_PARAMS
+from ingest.search_params import INCLUDES, params_of
 
+_BLIND = "matched through a blind index (keyed hash of the normalized value); dates to the day"
+_TARGETS = {
+    "patient": ("Patient",),
+    "subject": ("Patient",),
+    "encounter": ("Encounter",),
+    "performer": ("Practitioner", "Organization"),
+    "requester": ("Practitioner",),
+    "general-practitioner": ("Practitioner",),
+    "practitioner": ("Practitioner",),
+    "participant": ("Practitioner",),
+    "organization": ("Organization",),
+    "service-provider": ("Organization",),
+    "partof": ("Organization",),
+    "location": ("Location",),
+    "medication": ("Medication",),
+    "result": ("Observation",),
+}
 _INTERACTIONS = ("read", "vread", "update", "delete", "create", "search-type")
 
 
@@ -17,17 +36,15 @@ def capability_statement(base: str) -> dict[str, Any]:
     for rtype in supported_types():
         params = [
             {"name": "_id", "type": "token"},
-            {"name": "identifier", "type": "token"},
+            {"name": "_lastUpdated", "type": "date"},
+            {"name": "identifier", "type": "token", "documentation": _BLIND},
         ]
         if rtype in PATIENT_TYPES:
             params += [{"name": "patient", "type": "reference"}, {"name": "subject", "type": "reference"}]
         params += [
-            {
-                "name": p,
-                "type": "date" if p == "birthdate" else "string" if p == "family" else "token",
-                "documentation": "exact match of the normalized value, through a blind index",
-            }
-            for p in blind_params(rtype)
+            {"name": p.name, "type": "token" if p.kind == "special" else p.kind}
+            | ({"documentation": _BLIND} if p.name in PHI_PARAMS else {})
+            for p in params_of(rtype).values()
         ]
         entry: dict[str, Any] = {
             "type": rtype,
@@ -39,6 +56,10 @@ def capability_statement(base: str) -> dict[str, Any]:
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "searchParam": params,
+            "searchInclude": sorted(f"{s}:{p}" for s, p in INCLUDES if s == rtype),
+            "searchRevInclude": sorted(
+                f"{s}:{p}" for s, p in INCLUDES if rtype in _TARGETS.get(p, ("*",)) or p == "target"
+            ),
         }
         if rtype == "Patient":
             entry["operation"] = [{"name": "purge", "definition": f"{base}/OperationDefinition/fhirlake-purge"}]

@@ -107,6 +107,15 @@ def searchset(base: str, result: SearchResult, path: str) -> dict[str, Any]:
         for r in result.resources
         if r.body is not None
     ]
+    entries += [
+        {
+            "fullUrl": f"{base}/{r.resource_type}/{r.id}",
+            "resource": orjson.Fragment(r.body),
+            "search": {"mode": "include"},
+        }
+        for r in result.included
+        if r.body is not None
+    ]
     if result.ignored:
         issues = [
             Issue("not-supported", f"search parameter '{n}' is not supported and was ignored", severity="warning")
@@ -114,7 +123,9 @@ def searchset(base: str, result: SearchResult, path: str) -> dict[str, Any]:
         ]
         entries.append({"resource": outcome(issues), "search": {"mode": "outcome"}})
     links = [link("self", result.offset)]
-    if result.count and result.offset + result.count < result.total:
+    if result.summary_count:
+        links = [{"relation": "self", "url": f"{base}/{path}?{urlencode([*result.used])}"}]
+    elif result.count and result.offset + result.count < result.total:
         links.append(link("next", result.offset + result.count))
     if result.count and result.offset > 0:
         links.append(link("previous", max(0, result.offset - result.count)))

@@ -158,16 +158,12 @@ def phi_fields(resource: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:
 
 
 def search_values(resource: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """Values of the blind-indexed search parameters other than identifier: ``(param, value)``."""
+    """Values of the blind-indexed ``phone`` and ``email`` parameters: ``(param, value)``.
+
+    The other search parameters are keyed in ``ingest/search_index.py``.
+    """
     blind = field_policy().of(str(resource["resourceType"])).blind
     out: list[tuple[str, str]] = []
-    if "family" in blind:
-        names = resource.get("name")
-        for name in names if isinstance(names, list) else [names]:
-            if isinstance(name, dict) and isinstance(name.get("family"), str):
-                out.append(("family", name["family"]))
-    if "birthdate" in blind and isinstance(resource.get("birthDate"), str):
-        out.append(("birthdate", resource["birthDate"]))
     telecom = resource.get("telecom")
     for point in telecom if isinstance(telecom, list) else ():
         if isinstance(point, dict) and isinstance(point.get("value"), str):

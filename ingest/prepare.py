@@ -36,6 +36,7 @@ from ingest.extract import (
 )
 from ingest.fhir_types import R4_RESOURCE_TYPES, is_supported, model_class
 from ingest.prepared import Limits, PreparedBundle, PreparedEntry
+from ingest.search_index import index_keys
 
 _BOM = b"\xef\xbb\xbf"
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -351,7 +352,7 @@ def _finish_entry(
     entry.patient_id = patient_reference(out)
     entry.columns = extract_columns(out)
     entry.identifiers = identifiers(out)
-    entry.search = search_values(out)
+    entry.search = search_values(out) + index_keys(out)
     entry.phi = phi_fields(out)
     entry.access = access_refs(out)
     entry.category = categories(out)

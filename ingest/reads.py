@@ -8,10 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ingest import conditional
 from ingest.access import Access
 from ingest.errors import (
-    InvalidInputError,
     Issue,
     ResourceGoneError,
     ResourceNotFoundError,
@@ -21,12 +19,9 @@ from lake.errors import LakeDataError
 from lake.reader import LakeReader
 from security.authz import Decision
 from security.errors import KeyShreddedError
-from security.policy import field_policy
 from security.pseudonym import Pseudonymizer
 from security.sealing import BODY_PATH, RowSealer
 
-SEARCH_PARAMS = ("_id", "identifier", "patient", "subject", "family", "birthdate", "phone", "email")
-_BLIND = frozenset({"family", "birthdate", "phone", "email"})
 # Types whose patient compartment membership is recorded (subject / patient / beneficiary).
 PATIENT_TYPES = frozenset(
     {
@@ -57,12 +52,6 @@ PATIENT_TYPES = frozenset(
         "Specimen",
     }
 )
-_CONTROL = frozenset({"_count", "_offset", "_format", "_pretty"})
-
-
-def blind_params(rtype: str) -> list[str]:
-    """The blind-indexed PHI search parameters of ``rtype`` besides identifier."""
-    return sorted(_BLIND & field_policy().of(rtype).blind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +73,8 @@ class SearchResult:
     count: int
     used: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    included: list[StoredResource] = field(default_factory=list)
+    summary_count: bool = False
 
 
 class ResourceReads:
@@ -92,6 +83,14 @@ class ResourceReads:
         self._lake = lake
         self._pseudo = pseudo
         self._sealer = sealer
+
+    @property
+    def journal(self) -> Journal:
+        return self._journal
+
+    @property
+    def pseudo(self) -> Pseudonymizer:
+        return self._pseudo
 
     def read(self, rtype: str, rid: str, access: Access | None = None) -> StoredResource:
         """The current version; raises ResourceNotFoundError, ResourceGoneError or ForbiddenError."""
@@ -139,88 +138,12 @@ class ResourceReads:
     def search(
         self, rtype: str, params: list[tuple[str, str]], *, strict: bool, max_count: int, access: Access | None = None
     ) -> SearchResult:
-        """Search ``rtype`` by ``_id``, ``identifier``, ``patient``/``subject`` and the blind-indexed PHI.
+        """Search ``rtype`` (criteria: ``ingest/search.py``; paging, sorting, includes: ``ingest/searchset.py``)."""
+        from ingest.searchset import run_search
 
-        Raises InvalidInputError for unknown parameters when ``strict``.
-        """
-        count, offset = 50, 0
-        used: list[tuple[str, str]] = []
-        ignored: list[str] = []
-        ids: set[str] | None = None
-        conn = self._journal.reader()
-        decision: Decision | None = None
-        visible, vis_params = "1=1", list[object]()
-        if access is not None:
-            decision = access.require_type("search", rtype)
-            visible, vis_params = access.visibility(rtype, decision)
-        for name, value in params:
-            base = name.split(":", 1)[0]
-            if name == "_count":
-                count = _int_param(name, value, 0, max_count)
-            elif name == "_offset":
-                offset = _int_param(name, value, 0, 10**9)
-            elif name in _CONTROL:
-                continue
-            elif (
-                base != name
-                or base not in SEARCH_PARAMS
-                or (base in ("patient", "subject") and rtype not in PATIENT_TYPES)
-                or (base in _BLIND and base not in field_policy().of(rtype).blind)
-                or (base == "birthdate" and value[:2].isalpha() and not value.startswith("eq"))
-            ):
-                if strict:
-                    raise InvalidInputError(
-                        "unsupported search parameter",
-                        [Issue("not-supported", f"search parameter '{name}' is not supported", (name,))],
-                    )
-                ignored.append(name)
-                continue
-            else:
-                found = self._match(rtype, base, value)
-                ids = found if ids is None else ids & found
-                used.append((name, value))
-        where = f"c.rtype=? AND c.deleted=0 AND {visible}"
-        if ids is None:  # no criteria: page in SQL instead of loading every id of the type
-            total = int(
-                conn.execute(f"SELECT COUNT(*) FROM current c WHERE {where}", (rtype, *vis_params)).fetchone()[0]  # noqa: S608
-            )
-            rows = conn.execute(
-                f"SELECT c.id FROM current c WHERE {where} ORDER BY c.id LIMIT ? OFFSET ?",  # noqa: S608
-                (rtype, *vis_params, count, offset),
-            ).fetchall()
-            page_ids = [str(r[0]) for r in rows]
-            return SearchResult(self._present(rtype, page_ids, access, decision), total, offset, count, used, ignored)
-        if access is not None:  # only what the caller may see counts
-            ids = self._visible(rtype, ids, where, vis_params)
-        ordered = sorted(ids)
-        page = ordered[offset : offset + count]
-        resources = self._present(rtype, page, access, decision)
-        return SearchResult(resources, len(ordered), offset, count, used, ignored)
+        return run_search(self, rtype, params, strict=strict, max_count=max_count, access=access)
 
-    def _match(self, rtype: str, name: str, value: str) -> set[str]:
-        if name == "_id":
-            return {i for i in value.split(",") if self._live(rtype, i)}
-        if name == "identifier":
-            tokens = conditional.query_tokens(self._pseudo, rtype, value)
-            return set(self._journal.ids_by_token(rtype, tokens))
-        if name in _BLIND:  # exact match on the normalized value, through the blind index
-            values = [v.removeprefix("eq") if name == "birthdate" else v for v in value.split(",")]
-            return set(self._journal.ids_by_token(rtype, {self._pseudo.token(rtype, name, v) for v in values}))
-        keys = [self._pseudo.patient_key(v.split("/")[-1]) for v in value.split(",") if v]
-        if any(v.count("/") > 1 or ("/" in v and not v.startswith("Patient/")) for v in value.split(",")):
-            return set()
-        marks = ",".join("?" * len(keys))
-        rows = (
-            self._journal.reader()
-            .execute(
-                f"SELECT id FROM current WHERE patient_key IN ({marks}) AND rtype=? AND deleted=0",  # noqa: S608
-                (*keys, rtype),
-            )
-            .fetchall()
-        )
-        return {str(r[0]) for r in rows}
-
-    def _visible(self, rtype: str, ids: set[str], where: str, params: list[object]) -> set[str]:
+    def visible_ids(self, rtype: str, ids: set[str], where: str, params: list[object]) -> set[str]:
         out: set[str] = set()
         wanted = sorted(ids)
         for start in range(0, len(wanted), 500):
@@ -236,10 +159,10 @@ class ResourceReads:
             out.update(str(r[0]) for r in rows)
         return out
 
-    def _present(
+    def present(
         self, rtype: str, ids: list[str], access: Access | None, decision: Decision | None
     ) -> list[StoredResource]:
-        rows = self._current_rows(rtype, ids)
+        rows = self.current_rows(rtype, ids)
         if access is not None:
             for row in rows:
                 access.disclosed(row.resource_type, row.id, row.patient_key)
@@ -247,11 +170,7 @@ class ResourceReads:
             return rows
         return [r if r.body is None else replace(r, body=access.present(decision, r.body)) for r in rows]
 
-    def _live(self, rtype: str, rid: str) -> bool:
-        cur = self._journal.current(rtype, rid)
-        return cur is not None and not cur.deleted
-
-    def _current_rows(self, rtype: str, ids: list[str]) -> list[StoredResource]:
+    def current_rows(self, rtype: str, ids: list[str]) -> list[StoredResource]:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
@@ -267,11 +186,3 @@ class ResourceReads:
             .fetchall()
         )
         return self._load(rtype, rows)
-
-
-def _int_param(name: str, value: str, low: int, high: int) -> int:
-    if not value.isdigit():
-        raise InvalidInputError(
-            "invalid parameter", [Issue("invalid", f"{name} must be a non-negative integer", (name,))]
-        )
-    return max(low, min(int(value), high))

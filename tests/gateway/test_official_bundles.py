@@ -129,7 +129,10 @@ def test_batch_request_examples_answer_every_entry(client: TestClient, name: str
         assert _status(entry) == 200, entry
         searchset = entry["resource"]
         assert searchset["type"] == "searchset" and searchset["total"] == 0
-        ignored = sorted(name for name, _ in parse_qsl(urlsplit(request["request"]["url"]).query) if name != "patient")
+        supported = ("patient", "code", "date")  # everything these examples use is supported now
+        ignored = sorted(
+            name for name, _ in parse_qsl(urlsplit(request["request"]["url"]).query) if name not in supported
+        )
         warnings = [i for e in searchset["entry"] if e["search"]["mode"] == "outcome" for i in e["resource"]["issue"]]
         assert all(i["severity"] == "warning" and i["code"] == "not-supported" for i in warnings)
         assert len(warnings) == len(ignored)
@@ -152,8 +155,10 @@ def test_batch_request_example_finds_the_patient_once_present(client: TestClient
     entries = client.post("/fhir", content=body(official("Bundle-bundle-request-simplesummary.json"))).json()["entry"]
     assert _status(entries[0]) == 200
     assert entries[0]["resource"]["id"] == "example" and entries[0]["response"]["etag"] == 'W/"1"'
-    observations = entries[3]["resource"]
-    assert [e["resource"]["id"] for e in observations["entry"] if e["search"]["mode"] == "match"] == ["example"]
+    observations = entries[3]["resource"]  # code 55284-4 since 2015: the example is 29463-7 of 2016
+    assert [e["resource"]["id"] for e in observations["entry"] if e["search"]["mode"] == "match"] == []
+    found = client.get("/fhir/Observation?patient=example&code=http://loinc.org|29463-7&date=ge2015-01-01").json()
+    assert [e["resource"]["id"] for e in found["entry"] if e["search"]["mode"] == "match"] == ["example"]
 
 
 # -- Bundle-xds.json and Bundle-hla-1.json -----------------------------------------------------
