@@ -35,6 +35,7 @@ class AuditAction(StrEnum):
     VREAD = "vread"
     HISTORY = "history"
     SEARCH = "search"
+    EVERYTHING = "everything"
     CREATE = "create"
     UPDATE = "update"
     PATCH = "patch"
@@ -96,6 +97,7 @@ _KINDS: dict[AuditAction, tuple[Coding, Coding | None, str]] = {
     AuditAction.VREAD: (_REST_TYPE, _rest("vread"), "R"),
     AuditAction.HISTORY: (_REST_TYPE, _rest("history"), "R"),
     AuditAction.SEARCH: (_REST_TYPE, _rest("search"), "E"),
+    AuditAction.EVERYTHING: (_REST_TYPE, _rest("operation"), "E"),
     AuditAction.CREATE: (_REST_TYPE, _rest("create"), "C"),
     AuditAction.UPDATE: (_REST_TYPE, _rest("update"), "U"),
     AuditAction.PATCH: (_REST_TYPE, _rest("patch"), "U"),

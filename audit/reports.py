@@ -32,7 +32,7 @@ Event = dict[str, Any]
 ACTION_SYSTEM = "urn:fhirlake:audit-action"
 # Successful interactions that hand patient data to the caller (HIPAA 164.528 accounting).
 _A = AuditAction
-DISCLOSING = frozenset({_A.READ, _A.VREAD, _A.HISTORY, _A.SEARCH, _A.TRANSACTION, _A.BATCH, _A.EXPORT})
+DISCLOSING = frozenset({_A.READ, _A.VREAD, _A.HISTORY, _A.SEARCH, _A.EVERYTHING, _A.TRANSACTION, _A.BATCH, _A.EXPORT})
 DENIALS = frozenset({AuditAction.DENIED, AuditAction.LOGIN_FAILED})
 BREAK_GLASS_PURPOSE = "BTG"
 

@@ -28,7 +28,7 @@ _TARGETS = {
     "medication": ("Medication",),
     "result": ("Observation",),
 }
-_INTERACTIONS = ("read", "vread", "update", "delete", "create", "search-type")
+_INTERACTIONS = ("read", "vread", "update", "delete", "create", "search-type", "history-instance", "history-type")
 
 
 def capability_statement(base: str) -> dict[str, Any]:
@@ -62,7 +62,10 @@ def capability_statement(base: str) -> dict[str, Any]:
             ),
         }
         if rtype == "Patient":
-            entry["operation"] = [{"name": "purge", "definition": f"{base}/OperationDefinition/fhirlake-purge"}]
+            entry["operation"] = [
+                {"name": "purge", "definition": f"{base}/OperationDefinition/fhirlake-purge"},
+                {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+            ]
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",

@@ -10,6 +10,7 @@ import orjson
 
 from gateway.errors import outcome, outcome_of, status_line, status_of
 from ingest.errors import Issue
+from ingest.history import Page
 from ingest.reads import SearchResult, StoredResource
 from ingest.service import Outcome, ReadResult
 from ingest.transaction import EntryResult, instant
@@ -137,3 +138,51 @@ def searchset(base: str, result: SearchResult, path: str) -> dict[str, Any]:
         "link": links if path else [],
         "entry": entries,
     }
+
+
+def page_bundle(base: str, page: Page, path: str, bundle_type: str) -> dict[str, Any]:
+    """A ``searchset`` ($everything) or ``history`` Bundle of one page, with paging links."""
+
+    def link(relation: str, offset: int) -> dict[str, str]:
+        params = [*page.used, ("_count", str(page.count)), ("_offset", str(offset))]
+        return {"relation": relation, "url": f"{base}/{path}?{urlencode(params)}"}
+
+    links = [link("self", page.offset)]
+    if page.count and page.offset + page.count < page.total:
+        links.append(link("next", page.offset + page.count))
+    if page.count and page.offset > 0:
+        links.append(link("previous", max(0, page.offset - page.count)))
+    entries = [_history_entry(base, r) if bundle_type == "history" else _match_entry(base, r) for r in page.resources]
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": bundle_type,
+        "total": page.total,
+        "link": links,
+        "entry": entries,
+    }
+
+
+def _match_entry(base: str, res: StoredResource) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{base}/{res.resource_type}/{res.id}",
+        "resource": orjson.Fragment(res.body or b"{}"),
+        "search": {"mode": "match"},
+    }
+
+
+def _history_entry(base: str, res: StoredResource) -> dict[str, Any]:
+    ref = f"{res.resource_type}/{res.id}"
+    method = "DELETE" if res.deleted else "POST" if res.version == 1 else "PUT"
+    entry: dict[str, Any] = {
+        "fullUrl": f"{base}/{ref}",
+        "request": {"method": method, "url": res.resource_type if method == "POST" else ref},
+        "response": {
+            "status": "204 No Content" if res.deleted else "201 Created" if res.version == 1 else "200 OK",
+            "etag": etag(res.version),
+            "lastModified": instant(res.last_updated_us),
+        },
+    }
+    if res.body is not None and not res.deleted:
+        entry["resource"] = orjson.Fragment(res.body)
+    return entry

@@ -17,9 +17,10 @@ from gateway.fhir import (
     raw_json,
     read_body,
 )
-from gateway.render import bundle_response, resource_headers, searchset
+from gateway.render import bundle_response, page_bundle, resource_headers, searchset
 from ingest.errors import Issue, ResourceNotFoundError
 from ingest.fhir_types import is_supported
+from ingest.history import everything, history
 from ingest.prepare import parse_etag
 from ingest.service import Outcome
 
@@ -161,6 +162,43 @@ async def delete(request: Request, rtype: str, rid: str | None = None) -> Respon
     if prefer_return(request) == "OperationOutcome":
         return fhir_json(outcome([Issue("informational", "deleted", severity="information")]), headers=headers)
     return Response(status_code=204, headers=headers)
+
+
+@router.get("/Patient/{rid}/$everything")
+async def patient_everything(request: Request, rid: str) -> Response:
+    check_negotiation(request)
+    access = access_for(request)
+    container = request.app.state.container
+    params = list(request.query_params.multi_items())
+    page = await run_in_threadpool(
+        everything, container.reads, rid, params, max_count=container.settings.limits.max_count, access=access
+    )
+    return fhir_json(
+        page_bundle(_base(request), page, f"Patient/{rid}/$everything", "searchset"), headers=flag_headers(access)
+    )
+
+
+@router.get("/{rtype}/_history")
+async def type_history(request: Request, rtype: str) -> Response:
+    return await _history(request, rtype, None)
+
+
+@router.get("/{rtype}/{rid}/_history")
+async def instance_history(request: Request, rtype: str, rid: str) -> Response:
+    return await _history(request, rtype, rid)
+
+
+async def _history(request: Request, rtype: str, rid: str | None) -> Response:
+    check_negotiation(request)
+    _check_type(rtype)
+    access = access_for(request)
+    container = request.app.state.container
+    params = list(request.query_params.multi_items())
+    page = await run_in_threadpool(
+        history, container.reads, rtype, rid, params, max_count=container.settings.limits.max_count, access=access
+    )
+    path = f"{rtype}/{rid}/_history" if rid else f"{rtype}/_history"
+    return fhir_json(page_bundle(_base(request), page, path, "history"), headers=flag_headers(access))
 
 
 @router.get("/{rtype}/{rid}")

@@ -28,12 +28,30 @@ from security.pseudonym import Pseudonymizer
 
 # Query values kept as sent: paging and formatting, and logical ids (opaque, never identifiers).
 _KEEP = frozenset(
-    {"_count", "_offset", "_format", "_summary", "_sort", "_elements", "_id", "patient", "subject", "_pretty"}
+    {
+        "_count",
+        "_offset",
+        "_format",
+        "_summary",
+        "_sort",
+        "_elements",
+        "_id",
+        "patient",
+        "subject",
+        "_pretty",
+        "_include",
+        "_revinclude",
+        "_type",
+        "_since",
+    }
 )
 _ACTIONS = {
     ("GET", "/fhir/{rtype}"): AuditAction.SEARCH,
     ("GET", "/fhir/{rtype}/{rid}"): AuditAction.READ,
     ("GET", "/fhir/{rtype}/{rid}/_history/{vid}"): AuditAction.VREAD,
+    ("GET", "/fhir/{rtype}/{rid}/_history"): AuditAction.HISTORY,
+    ("GET", "/fhir/{rtype}/_history"): AuditAction.HISTORY,
+    ("GET", "/fhir/Patient/{rid}/$everything"): AuditAction.EVERYTHING,
     ("POST", "/fhir"): AuditAction.TRANSACTION,
     ("POST", "/fhir/"): AuditAction.TRANSACTION,
     ("POST", "/fhir/{rtype}"): AuditAction.CREATE,

@@ -170,6 +170,19 @@ class ResourceReads:
             return rows
         return [r if r.body is None else replace(r, body=access.present(decision, r.body)) for r in rows]
 
+    def load_versions(
+        self, rtype: str, rows: list[tuple[Any, ...]], access: Access | None, decision: Decision | None
+    ) -> list[StoredResource]:
+        """Bodies of version rows (``VERSION_COLUMNS`` order) as ``access`` may see them."""
+        loaded = self._load(rtype, rows)
+        if access is None:
+            return loaded
+        for res in loaded:
+            access.disclosed(res.resource_type, res.id, res.patient_key)
+        if decision is None or not decision.masked:
+            return loaded
+        return [r if r.body is None else replace(r, body=access.present(decision, r.body)) for r in loaded]
+
     def current_rows(self, rtype: str, ids: list[str]) -> list[StoredResource]:
         if not ids:
             return []
