@@ -90,6 +90,23 @@ def cmd_lake_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lake_hold(args: argparse.Namespace) -> int:
+    from fhirlake.bootstrap import open_catalog
+    from lake.snapshots import hold, holds, release
+
+    if not args.list and not args.name:
+        sys.stderr.write("fhirlake: lake hold needs --name (or --list)\n")
+        return 2
+    catalog = open_catalog(_settings(args))
+    if args.list:
+        _print({"holds": holds(catalog)})
+    elif args.release:
+        _print({"released": args.name, "tables": release(catalog, args.name)})
+    else:
+        _print({"held": args.name, "snapshots": hold(catalog, args.name)})
+    return 0
+
+
 def cmd_lake_info(args: argparse.Namespace) -> int:
     from fhirlake.bootstrap import open_catalog
     from lake.inspect import describe
@@ -125,6 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     maintain.add_argument("--retention", type=float, help="snapshot retention in seconds (default: setting)")
     _add_data_dir(maintain)
     maintain.set_defaults(func=cmd_lake_maintain)
+    held = lake_sub.add_parser("hold", help="legal hold: tag the current snapshots so that expiry keeps them")
+    held.add_argument("--name", help="name of the hold (letters, digits, . _ -)")
+    held.add_argument("--release", action="store_true", help="remove the hold of that name")
+    held.add_argument("--list", action="store_true", help="list the holds")
+    _add_data_dir(held)
+    held.set_defaults(func=cmd_lake_hold)
     info = lake_sub.add_parser("info", help="rows, files and snapshots per table")
     _add_data_dir(info)
     info.set_defaults(func=cmd_lake_info)

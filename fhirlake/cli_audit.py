@@ -24,6 +24,7 @@ ACTIONS: dict[tuple[str, str | None], AuditAction] = {
     ("certs", "issue-client"): AuditAction.ADMIN,
     ("clients", "add"): AuditAction.ADMIN,
     ("lake", "maintain"): AuditAction.ADMIN,
+    ("lake", "hold"): AuditAction.ADMIN,
     ("audit", "verify"): AuditAction.AUDIT_READ,
     ("audit", "report"): AuditAction.AUDIT_READ,
 }

@@ -28,6 +28,11 @@ _TARGETS = {
     "medication": ("Medication",),
     "result": ("Observation",),
 }
+_AS_OF = (
+    "fhirlake extension: read, search (by _id, patient or subject) and Patient/$everything as they stood at "
+    "this instant, answered from the Iceberg snapshot current then (named in the Fhirlake-Snapshot header and "
+    "in Bundle.meta.tag urn:fhirlake:as-of-snapshot); `fhirlake lake hold` keeps snapshots past expiry"
+)
 _INTERACTIONS = ("read", "vread", "update", "delete", "create", "search-type", "history-instance", "history-type")
 
 
@@ -37,6 +42,7 @@ def capability_statement(base: str) -> dict[str, Any]:
         params = [
             {"name": "_id", "type": "token"},
             {"name": "_lastUpdated", "type": "date"},
+            {"name": "_asOf", "type": "date", "documentation": _AS_OF},
             {"name": "identifier", "type": "token", "documentation": _BLIND},
         ]
         if rtype in PATIENT_TYPES:

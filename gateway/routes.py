@@ -18,6 +18,15 @@ from gateway.fhir import (
     read_body,
 )
 from gateway.render import bundle_response, page_bundle, resource_headers, searchset
+from ingest.access import Access
+from ingest.asof import (
+    SNAPSHOT_TAG,
+    AsOfRunner,
+    compartment_as_of_params,
+    parse_as_of,
+    read_as_of,
+    search_as_of_params,
+)
 from ingest.errors import Issue, ResourceNotFoundError
 from ingest.fhir_types import is_supported
 from ingest.history import everything, history
@@ -90,6 +99,8 @@ async def search(request: Request, rtype: str) -> Response:
     access = access_for(request)
     container = request.app.state.container
     params = list(request.query_params.multi_items())
+    if "_asOf" in request.query_params:
+        return await _as_of_bundle(request, access, search_as_of_params, rtype, params)
     result = await run_in_threadpool(
         container.reads.search,
         rtype,
@@ -170,12 +181,26 @@ async def patient_everything(request: Request, rid: str) -> Response:
     access = access_for(request)
     container = request.app.state.container
     params = list(request.query_params.multi_items())
+    if "_asOf" in request.query_params:
+        return await _as_of_bundle(request, access, compartment_as_of_params, rid, params)
     page = await run_in_threadpool(
         everything, container.reads, rid, params, max_count=container.settings.limits.max_count, access=access
     )
     return fhir_json(
         page_bundle(_base(request), page, f"Patient/{rid}/$everything", "searchset"), headers=flag_headers(access)
     )
+
+
+async def _as_of_bundle(
+    request: Request, access: Access, run: AsOfRunner, target: str, params: list[tuple[str, str]]
+) -> Response:
+    container = request.app.state.container
+    max_count = container.settings.limits.max_count
+    found, page = await run_in_threadpool(run, container.reads, target, params, max_count, access)
+    path = f"Patient/{target}/$everything" if run is compartment_as_of_params else target
+    bundle = page_bundle(_base(request), page, path, "searchset")
+    bundle["meta"] = {"tag": [{"system": SNAPSHOT_TAG, "code": s.label()} for s in found.snapshots]}
+    return fhir_json(bundle, headers=flag_headers(access) | {"Fhirlake-Snapshot": found.header()})
 
 
 @router.get("/{rtype}/_history")
@@ -206,7 +231,15 @@ async def read(request: Request, rtype: str, rid: str) -> Response:
     check_negotiation(request)
     _check_type(rtype)
     access = access_for(request)
-    stored = await run_in_threadpool(request.app.state.container.reads.read, rtype, rid, access)
+    reads = request.app.state.container.reads
+    if "_asOf" in request.query_params:
+        at = parse_as_of(request.query_params["_asOf"])
+        found = await run_in_threadpool(read_as_of, reads, rtype, rid, at, access)
+        res = found.resources[0]
+        assert res.body is not None
+        headers = resource_headers(_base(request), res, with_location=False) | flag_headers(access)
+        return raw_json(res.body, headers=headers | {"Fhirlake-Snapshot": found.header()})
+    stored = await run_in_threadpool(reads.read, rtype, rid, access)
     assert stored.body is not None
     headers = resource_headers(_base(request), stored, with_location=False) | flag_headers(access)
     return raw_json(stored.body, headers=headers)

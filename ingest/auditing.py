@@ -43,6 +43,7 @@ _KEEP = frozenset(
         "_revinclude",
         "_type",
         "_since",
+        "_asOf",
     }
 )
 _ACTIONS = {

@@ -17,6 +17,7 @@ from ingest.errors import (
 from ingest.journal import Journal
 from lake.errors import LakeDataError
 from lake.reader import LakeReader
+from lake.snapshots import SnapshotUsed, VersionAsOf
 from security.authz import Decision
 from security.errors import KeyShreddedError
 from security.pseudonym import Pseudonymizer
@@ -126,14 +127,17 @@ class ResourceReads:
             sealed = r[13] if r[13] is not None else cold.get((rid, version))
             if sealed is None and not r[5]:
                 raise LakeDataError("a resource version is indexed but its body was not found in the lake")
-            try:
-                body = None if sealed is None else self._sealer.open(rtype, rid, version, BODY_PATH, bytes(sealed))
-            except KeyShreddedError:
-                raise ResourceGoneError(
-                    f"{rtype} resource was erased", [Issue("deleted", "the patient of this resource was erased")]
-                ) from None
+            body = None if sealed is None else self._open(rtype, rid, version, bytes(sealed))
             out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body, r[6]))
         return out
+
+    def _open(self, rtype: str, rid: str, version: int, sealed: bytes) -> bytes:
+        try:
+            return self._sealer.open(rtype, rid, version, BODY_PATH, sealed)
+        except KeyShreddedError:
+            raise ResourceGoneError(
+                f"{rtype} resource was erased", [Issue("deleted", "the patient of this resource was erased")]
+            ) from None
 
     def search(
         self, rtype: str, params: list[tuple[str, str]], *, strict: bool, max_count: int, access: Access | None = None
@@ -170,11 +174,27 @@ class ResourceReads:
             return rows
         return [r if r.body is None else replace(r, body=access.present(decision, r.body)) for r in rows]
 
-    def load_versions(
-        self, rtype: str, rows: list[tuple[Any, ...]], access: Access | None, decision: Decision | None
+    def lake_versions_as_of(
+        self, rtype: str, at_us: int, *, ids: list[str] | None = None, patient_keys: list[str] | None = None
+    ) -> tuple[SnapshotUsed, list[VersionAsOf]]:
+        return self._lake.versions_as_of(rtype, at_us, ids=ids, patient_keys=patient_keys)
+
+    def open_version(self, rtype: str, version: VersionAsOf) -> StoredResource:
+        """The body of a version found as of an instant (from its lake row, else as a vread would)."""
+        if version.body is None:
+            row = self._journal.version(rtype, version.id, version.version)
+            if row is None:
+                raise ResourceNotFoundError(f"{rtype} version not found")
+            return self._load(rtype, [row])[0]
+        body = self._open(rtype, version.id, version.version, version.body)
+        return StoredResource(
+            rtype, version.id, version.version, version.last_updated_us, version.deleted, body, version.patient_key
+        )
+
+    def presented(
+        self, loaded: list[StoredResource], access: Access | None, decision: Decision | None
     ) -> list[StoredResource]:
-        """Bodies of version rows (``VERSION_COLUMNS`` order) as ``access`` may see them."""
-        loaded = self._load(rtype, rows)
+        """Note each resource as disclosed and mask it as ``decision`` says."""
         if access is None:
             return loaded
         for res in loaded:
@@ -182,6 +202,12 @@ class ResourceReads:
         if decision is None or not decision.masked:
             return loaded
         return [r if r.body is None else replace(r, body=access.present(decision, r.body)) for r in loaded]
+
+    def load_versions(
+        self, rtype: str, rows: list[tuple[Any, ...]], access: Access | None, decision: Decision | None
+    ) -> list[StoredResource]:
+        """Bodies of version rows (``VERSION_COLUMNS`` order) as ``access`` may see them."""
+        return self.presented(self._load(rtype, rows), access, decision)
 
     def current_rows(self, rtype: str, ids: list[str]) -> list[StoredResource]:
         if not ids:

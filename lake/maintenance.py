@@ -25,6 +25,7 @@ from lake.audit_table import is_append_only
 from lake.catalog import LakeCatalog
 from lake.errors import LakeUnavailableError
 from lake.schema import all_tables
+from lake.snapshots import protected_snapshots
 
 _ATTEMPTS = 8
 
@@ -106,7 +107,7 @@ def _rewrite(table: Table, groups: list[list[DataFile]]) -> int:
 
 
 def expire_snapshots(catalog: LakeCatalog, name: str, retention_s: float) -> int:
-    """Expire snapshots older than ``retention_s`` (the current snapshot always stays)."""
+    """Expire snapshots older than ``retention_s``; the current one and tagged ones (legal holds) stay."""
     table = catalog.table(name, fresh=True)
     if is_append_only(table):
         return 0  # the audit mirror is never rewritten and keeps every snapshot
@@ -115,9 +116,8 @@ def expire_snapshots(catalog: LakeCatalog, name: str, retention_s: float) -> int
         return 0
     cutoff = datetime.now(UTC) - timedelta(seconds=retention_s)
     cutoff_ms = int(cutoff.timestamp() * 1000)
-    old = [
-        s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id != current.snapshot_id
-    ]
+    keep = protected_snapshots(table) | {current.snapshot_id}  # legal holds and branches stay
+    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id not in keep]
     if not old:
         return 0
     table.maintenance.expire_snapshots().by_ids(old).commit()

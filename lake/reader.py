@@ -9,6 +9,7 @@ from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
 
 from lake.catalog import LakeCatalog
 from lake.schema import table_for
+from lake.snapshots import SnapshotUsed, VersionAsOf, versions_as_of
 
 
 class LakeReader:
@@ -52,6 +53,12 @@ class LakeReader:
             if (rid, version) in versions and body is not None:
                 found[(rid, version)] = body
         return found
+
+    def versions_as_of(
+        self, resource_type: str, at_us: int, *, ids: list[str] | None = None, patient_keys: list[str] | None = None
+    ) -> tuple[SnapshotUsed, list[VersionAsOf]]:
+        """``resource_type`` rows as of ``at_us`` (see ``lake.snapshots.versions_as_of``)."""
+        return versions_as_of(self._catalog, resource_type, at_us, ids=ids, patient_keys=patient_keys)
 
     def scan(self, table_name: str, columns: tuple[str, ...] = ("*",)) -> pa.Table:
         """The whole current snapshot of ``table_name`` (for operators and tests)."""
