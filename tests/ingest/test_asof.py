@@ -116,7 +116,7 @@ def test_everything_and_search_as_of(timeline: tuple[TestClient, dict[str, str]]
 def test_legal_hold_keeps_the_snapshot_through_expiry(
     timeline: tuple[TestClient, dict[str, str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client, t = timeline
+    client, _ = timeline
     container = container_of(client)
     data_dir = str(container.settings.data_dir)
     flush_lake(client)
