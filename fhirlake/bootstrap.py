@@ -18,6 +18,7 @@ from fhirlake.tls_serve import tls_files
 from ingest.auditing import AuditQueries, AuditRecorder, NullTrail, Trail
 from ingest.auth import AuthService
 from ingest.erasure import PatientErasure
+from ingest.export import BulkExports
 from ingest.fhir_types import supported_types
 from ingest.journal import Journal
 from ingest.prepared import Limits
@@ -96,6 +97,7 @@ class Container:
     auditing: AuditRecorder
     audit_queries: AuditQueries
     audit_mirror: AuditMirror
+    exports: BulkExports
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -109,6 +111,7 @@ class Container:
     def close(self) -> None:
         """Stop accepting, write everything accepted to the lake, release resources."""
         self.validator.close()
+        self.exports.close()
         self.lake_writer.stop(drain=True)
         self.journal.close()
         self.auth.close()
@@ -188,6 +191,7 @@ def build(settings: Settings) -> Container:
         auditing,
         queries,
         mirror,
+        BulkExports(root / "exports", reads, keys if sealer.encrypted else None, settings.tenant),
     )
 
 

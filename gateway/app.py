@@ -20,6 +20,7 @@ from gateway import errors
 from gateway.admin import router as admin_router
 from gateway.audit import AuditMiddleware
 from gateway.auth import router as auth_router
+from gateway.export_routes import router as export_router
 from gateway.fhir import fhir_json
 from gateway.routes import router
 from ingest.journal import JournalClosedError
@@ -78,6 +79,7 @@ def create_app(container: Any) -> FastAPI:
     app.state.container = container
     app.state.base_url = container.settings.server.base_url
     app.include_router(auth_router)  # first: /fhir/.well-known/… must not fall into /fhir/{rtype}/{rid}
+    app.include_router(export_router)  # before /fhir/{rtype}/{rid}, which would take $export for an id
     app.include_router(router)
     app.include_router(admin_router)
     app.add_exception_handler(FhirlakeError, errors.handle_fhirlake_error)

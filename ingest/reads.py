@@ -5,6 +5,7 @@ Bodies come from the journal while they are hot and from the lake afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -130,6 +131,16 @@ class ResourceReads:
             body = None if sealed is None else self._open(rtype, rid, version, bytes(sealed))
             out.append(StoredResource(rtype, rid, version, int(r[4]), bool(r[5]), body, r[6]))
         return out
+
+    def lake_rows(
+        self, rtype: str, patient_keys: list[str] | None
+    ) -> tuple[int, Iterator[list[tuple[str, int, bytes | None]]]]:
+        """Rows of ``rtype`` from the current lake snapshot, in batches, and the journal seq it covers."""
+        return self._lake.pinned_rows(rtype, patient_keys)
+
+    def open_body(self, rtype: str, rid: str, version: int, sealed: bytes) -> bytes:
+        """Decrypt a stored body; raises ResourceGoneError when its patient was erased."""
+        return self._open(rtype, rid, version, sealed)
 
     def _open(self, rtype: str, rid: str, version: int, sealed: bytes) -> bytes:
         try:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
 
 from lake.catalog import LakeCatalog
-from lake.schema import table_for
+from lake.schema import JOURNAL_SEQ_PROPERTY, table_for
 from lake.snapshots import SnapshotUsed, VersionAsOf, versions_as_of
 
 
@@ -59,6 +59,40 @@ class LakeReader:
     ) -> tuple[SnapshotUsed, list[VersionAsOf]]:
         """``resource_type`` rows as of ``at_us`` (see ``lake.snapshots.versions_as_of``)."""
         return versions_as_of(self._catalog, resource_type, at_us, ids=ids, patient_keys=patient_keys)
+
+    def pinned_rows(
+        self, resource_type: str, patient_keys: list[str] | None = None
+    ) -> tuple[int, Iterator[list[tuple[str, int, bytes | None]]]]:
+        """Stream ``(id, version, resource)`` rows of ``resource_type`` from the current snapshot, batch by batch.
+
+        Also returns the journal sequence that snapshot covers: versions accepted
+        after it are not in these rows (memory stays bounded by one batch).
+        """
+        table = self._catalog.table(table_for(resource_type), fresh=True)
+        done = int(table.properties.get(JOURNAL_SEQ_PROPERTY, "0"))
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            return done, iter(())
+        filt = _one_of("resource_type", [resource_type])
+        if patient_keys is not None:
+            filt = And(filt, _one_of("patient_key", patient_keys or [""]))
+        scan = table.scan(
+            row_filter=filt, selected_fields=("id", "version", "resource"), snapshot_id=snapshot.snapshot_id
+        )
+        reader = scan.to_arrow_batch_reader()
+
+        def batches() -> Iterator[list[tuple[str, int, bytes | None]]]:
+            for batch in reader:
+                yield list(
+                    zip(
+                        batch.column("id").to_pylist(),
+                        batch.column("version").to_pylist(),
+                        batch.column("resource").to_pylist(),
+                        strict=True,
+                    )
+                )
+
+        return done, batches()
 
     def scan(self, table_name: str, columns: tuple[str, ...] = ("*",)) -> pa.Table:
         """The whole current snapshot of ``table_name`` (for operators and tests)."""
