@@ -9,7 +9,7 @@ data "aws_partition" "current" {}
 locals {
   account_root = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"
 
-  # Every administrative action spelled out: no "kms:*", and no use of the key for data.
+  # Every administrative action spelled out (no kms wildcard), and no use of the key for data.
   admin_actions = [
     "kms:CancelKeyDeletion",
     "kms:CreateAlias",
