@@ -46,17 +46,14 @@ module "data_key" {
 module "audit_key" {
   source = "../modules/kms_key"
 
-  description     = "fhirlake ${local.name}: replica of the audit key"
-  replica_of      = var.primary_audit_key_arn
-  aliases         = ["alias/${var.name}-audit"]
-  admin_role_arns = var.key_admin_role_arns
-  user_role_arns  = concat(local.task_roles, [var.primary_replication_role_arn, module.iam.replication_role_arn])
-  service_principals = [
-    "cloudtrail.amazonaws.com",
-    "logs.${var.region}.amazonaws.com",
-    "cloudwatch.amazonaws.com",
-  ]
-  via_services = ["s3.${var.region}.amazonaws.com", "sns.${var.region}.amazonaws.com"]
+  description        = "fhirlake ${local.name}: replica of the audit key"
+  replica_of         = var.primary_audit_key_arn
+  aliases            = ["alias/${var.name}-audit"]
+  admin_role_arns    = var.key_admin_role_arns
+  user_role_arns     = concat(local.task_roles, [var.primary_replication_role_arn, module.iam.replication_role_arn])
+  service_principals = ["cloudtrail.amazonaws.com", "cloudwatch.amazonaws.com"]
+  logs_region        = var.region
+  via_services       = ["s3.${var.region}.amazonaws.com", "sns.${var.region}.amazonaws.com"]
 }
 
 module "tenant_key" {

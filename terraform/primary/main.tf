@@ -45,16 +45,13 @@ module "data_key" {
 module "audit_key" {
   source = "../modules/kms_key"
 
-  description     = "fhirlake ${local.name}: audit WORM bucket, CloudTrail, log groups, alarm topics"
-  aliases         = ["alias/${var.name}-audit"]
-  admin_role_arns = var.key_admin_role_arns
-  user_role_arns  = concat(local.task_roles, [module.iam.replication_role_arn])
-  service_principals = [
-    "cloudtrail.amazonaws.com",
-    "logs.${var.region}.amazonaws.com",
-    "cloudwatch.amazonaws.com",
-  ]
-  via_services = ["s3.${var.region}.amazonaws.com", "sns.${var.region}.amazonaws.com"]
+  description        = "fhirlake ${local.name}: audit WORM bucket, CloudTrail, log groups, alarm topics"
+  aliases            = ["alias/${var.name}-audit"]
+  admin_role_arns    = var.key_admin_role_arns
+  user_role_arns     = concat(local.task_roles, [module.iam.replication_role_arn])
+  service_principals = ["cloudtrail.amazonaws.com", "cloudwatch.amazonaws.com"]
+  logs_region        = var.region
+  via_services       = ["s3.${var.region}.amazonaws.com", "sns.${var.region}.amazonaws.com"]
 }
 
 # Tenant KEKs: security/kms_aws.py wraps every data key under the key behind

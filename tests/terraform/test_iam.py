@@ -70,12 +70,13 @@ def test_service_principals_on_key_policies_are_bound_to_this_account() -> None:
         b for b in blocks("data", "aws_iam_policy_document") if b.path.parent.name == "kms_key" and b.name == "key"
     )
     dynamics = document.body.get("dynamic", [])
-    assert len(dynamics) == 3
+    assert len(dynamics) == 4
     for dynamic in dynamics:
         content = dynamic["statement"]["content"][0]
         principal = content["principals"][0]
         conditions = {c["variable"] for c in content.get("condition", [])}
         if principal["type"] == "Service":
-            assert "aws:SourceAccount" in conditions
+            # CloudWatch Logs: only for log groups of this account; other services: on its behalf only.
+            assert conditions & {"aws:SourceAccount", "kms:EncryptionContext:aws:logs:arn"}, content["sid"]
         if content["sid"] == "UseThroughAwsServicesInThisAccount":
             assert {"kms:ViaService", "kms:CallerAccount"} <= conditions

@@ -87,8 +87,11 @@ def test_data_dir_file_system_is_encrypted_at_rest_and_in_transit() -> None:
     efs = next(b.body for b in blocks("resource", "aws_efs_file_system"))
     assert efs["encrypted"] is True and efs["kms_key_id"] == "${var.data_kms_key_arn}"
     for name in ("gateway", "writer"):
-        volume = one(_task(name)["volume"])
+        volume = next(v for v in _task(name)["volume"] if v["name"] == "data")
         assert one(volume["efs_volume_configuration"])["transit_encryption"] == "ENABLED"
+    policy = next(b.body for b in blocks("data", "aws_iam_policy_document") if b.path.parent == SERVICE)
+    deny = next(s for s in policy["statement"] if s.get("effect") == "Deny")
+    assert one(deny["condition"])["variable"] == "aws:SecureTransport"
 
 
 def test_database_password_and_url_live_in_secrets_manager() -> None:

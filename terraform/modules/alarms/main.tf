@@ -79,7 +79,7 @@ resource "aws_cloudwatch_metric_alarm" "error_rate" {
 
   metric_query {
     id          = "rate"
-    expression  = "100 * (errors + lb_errors) / MAX([requests, 1])"
+    expression  = "IF(requests > 0, 100 * (FILL(errors, 0) + FILL(lb_errors, 0)) / requests, 0)"
     label       = "5xx percent"
     return_data = true
   }

@@ -83,8 +83,8 @@ resource "aws_db_instance" "this" {
   backup_retention_period   = var.backup_retention_days
   copy_tags_to_snapshot     = true
   deletion_protection       = true
-  skip_final_snapshot       = false
-  final_snapshot_identifier = "${var.name}-final"
+  skip_final_snapshot       = var.replica_source_arn != null # replicas take no final snapshot
+  final_snapshot_identifier = var.replica_source_arn == null ? "${var.name}-final" : null
 
   auto_minor_version_upgrade      = true
   enabled_cloudwatch_logs_exports = ["postgresql", "upgrade"]

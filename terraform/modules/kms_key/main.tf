@@ -91,6 +91,25 @@ data "aws_iam_policy_document" "key" {
   }
 
   dynamic "statement" {
+    for_each = var.logs_region == null ? [] : [1]
+    content {
+      sid       = "UseByCloudWatchLogsOfThisAccount"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
+      resources = ["*"]
+      principals {
+        type        = "Service"
+        identifiers = ["logs.${var.logs_region}.amazonaws.com"]
+      }
+      condition {
+        test     = "ArnLike"
+        variable = "kms:EncryptionContext:aws:logs:arn"
+        values   = ["arn:${data.aws_partition.current.partition}:logs:${var.logs_region}:${data.aws_caller_identity.current.account_id}:log-group:*"]
+      }
+    }
+  }
+
+  dynamic "statement" {
     for_each = length(var.via_services) > 0 ? [1] : []
     content {
       sid       = "UseThroughAwsServicesInThisAccount"

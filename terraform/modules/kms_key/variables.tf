@@ -28,9 +28,15 @@ variable "user_role_arns" {
 }
 
 variable "service_principals" {
-  description = "AWS service principals that use the key directly (cloudtrail.amazonaws.com, logs.<region>.amazonaws.com)."
+  description = "AWS service principals that use the key on behalf of this account (cloudtrail.amazonaws.com, cloudwatch.amazonaws.com)."
   type        = list(string)
   default     = []
+}
+
+variable "logs_region" {
+  description = "Region whose CloudWatch Logs may use the key for this account's log groups; null = none."
+  type        = string
+  default     = null
 }
 
 variable "via_services" {

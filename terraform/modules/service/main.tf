@@ -37,7 +37,11 @@ locals {
     "awslogs-stream-prefix" = "fhirlake"
   }
 
-  volume_mount = [{ sourceVolume = "data", containerPath = local.data_dir, readOnly = false }]
+  # Read-only root filesystem; the data dir on EFS and a task-local /tmp are the only writable paths.
+  volume_mount = [
+    { sourceVolume = "data", containerPath = local.data_dir, readOnly = false },
+    { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
+  ]
 }
 
 resource "aws_cloudwatch_log_group" "this" {
@@ -72,6 +76,44 @@ resource "aws_efs_file_system" "data" {
   performance_mode = "generalPurpose"
   throughput_mode  = "elastic"
   tags             = merge(var.tags, { Name = "${var.name}-data" })
+}
+
+data "aws_iam_policy_document" "efs" {
+  statement {
+    sid       = "TaskRolesMountOverTls"
+    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
+    resources = [aws_efs_file_system.data.arn]
+    principals {
+      type        = "AWS"
+      identifiers = [var.gateway_role_arn, var.writer_role_arn]
+    }
+    condition {
+      test     = "Bool"
+      variable = "elasticfilesystem:AccessedViaMountTarget"
+      values   = ["true"]
+    }
+  }
+
+  statement {
+    sid       = "DenyWithoutTls"
+    effect    = "Deny"
+    actions   = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite", "elasticfilesystem:ClientRootAccess"]
+    resources = [aws_efs_file_system.data.arn]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_efs_file_system_policy" "data" {
+  file_system_id = aws_efs_file_system.data.id
+  policy         = data.aws_iam_policy_document.efs.json
 }
 
 resource "aws_efs_backup_policy" "data" {
@@ -202,6 +244,10 @@ resource "aws_ecs_task_definition" "gateway" {
   }
 
   volume {
+    name = "tmp"
+  }
+
+  volume {
     name = "data"
     efs_volume_configuration {
       file_system_id     = aws_efs_file_system.data.id
@@ -319,6 +365,10 @@ resource "aws_ecs_task_definition" "writer" {
   runtime_platform {
     operating_system_family = "LINUX"
     cpu_architecture        = "X86_64"
+  }
+
+  volume {
+    name = "tmp"
   }
 
   volume {

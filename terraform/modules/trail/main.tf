@@ -16,6 +16,34 @@ resource "aws_sns_topic" "trail" {
   tags              = var.tags
 }
 
+data "aws_caller_identity" "current" {}
+
+data "aws_region" "current" {}
+
+data "aws_partition" "current" {}
+
+data "aws_iam_policy_document" "topic" {
+  statement {
+    sid       = "CloudTrailPublishes"
+    actions   = ["SNS:Publish"]
+    resources = [aws_sns_topic.trail.arn]
+    principals {
+      type        = "Service"
+      identifiers = ["cloudtrail.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceArn"
+      values   = ["arn:${data.aws_partition.current.partition}:cloudtrail:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:trail/${var.name}"]
+    }
+  }
+}
+
+resource "aws_sns_topic_policy" "trail" {
+  arn    = aws_sns_topic.trail.arn
+  policy = data.aws_iam_policy_document.topic.json
+}
+
 resource "aws_cloudtrail" "this" {
   name                          = var.name
   s3_bucket_name                = var.bucket_name
@@ -28,6 +56,8 @@ resource "aws_cloudtrail" "this" {
   cloud_watch_logs_role_arn     = var.cloudwatch_role_arn
   sns_topic_name                = aws_sns_topic.trail.arn
   tags                          = var.tags
+
+  depends_on = [aws_sns_topic_policy.trail]
 
   advanced_event_selector {
     name = "Management events, including every KMS cryptographic operation"
