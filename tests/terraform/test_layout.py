@@ -120,3 +120,15 @@ def test_fmt_checker_catches_misalignment_and_bad_indentation(tmp_path: Path) ->
     problems = _fmt_problems(bad)
     assert any("not aligned" in p for p in problems)
     assert any("line 4: indented 3" in p for p in problems)
+
+
+def test_every_checkov_skip_names_a_check_and_says_why() -> None:
+    skips = []
+    for path in tf_files():
+        for line in path.read_text().splitlines():
+            if "checkov:skip" in line:
+                skips.append(line)
+                match = re.fullmatch(r"\s*#checkov:skip=(CKV2?_AWS_\d+):(.+)", line)
+                assert match, f"{path.name}: malformed skip {line.strip()!r}"
+                assert len(match.group(2).split()) >= 6, f"{path.name}: {match.group(1)} needs a real reason"
+    assert skips, "expected the documented skips"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fhirlake.settings import AuditSettings
 from tests.terraform.hcl import ROOTS, TERRAFORM, blocks, module_calls, one, resolve_number, variables
 
 BUCKET_MODULE = TERRAFORM / "modules" / "bucket"
@@ -106,3 +107,9 @@ def test_dr_audit_bucket_keeps_the_same_lock_and_can_replicate_back() -> None:
     assert "replicate_to_primary" in variables(TERRAFORM / "dr")
     assert "back_to_primary" in str(calls["lake_bucket"]["replication_destination"])
     assert "back_to_primary" in str(calls["audit_bucket"]["replication_destination"])
+
+
+@pytest.mark.parametrize("root", ROOTS)
+def test_terraform_retention_default_is_the_codes_default(root: str) -> None:
+    default = variables(TERRAFORM / root)["audit_retention_days"]["default"]
+    assert default == AuditSettings().retention_days == 2190
