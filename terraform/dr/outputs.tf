@@ -37,3 +37,8 @@ output "alarm_topic_arn" {
   description = "SNS topic of this region's alarms."
   value       = module.alarms.topic_arn
 }
+
+output "replication_role_arn" {
+  description = "Role of failback replication; give it to the primary root as dr_replication_role_arn."
+  value       = module.iam.replication_role_arn
+}

@@ -23,6 +23,9 @@ locals {
   dr_audit_key_arn = "arn:${local.p}:kms:${var.dr_region}:${local.account}:key/${module.audit_key.key_id}"
 
   task_roles = [module.iam.gateway_role_arn, module.iam.writer_role_arn]
+
+  # Failback: the DR region's replication role re-encrypts replicas with these keys.
+  failback_roles = var.dr_replication_role_arn == null ? [] : [var.dr_replication_role_arn]
 }
 
 # --- keys ------------------------------------------------------------------------------------------
@@ -33,7 +36,7 @@ module "data_key" {
   description     = "fhirlake ${local.name}: lake bucket, data-dir file system, database, secrets"
   aliases         = ["alias/${var.name}-data"]
   admin_role_arns = var.key_admin_role_arns
-  user_role_arns  = concat(local.task_roles, [module.iam.replication_role_arn, module.iam.execution_role_arn])
+  user_role_arns  = concat(local.task_roles, [module.iam.replication_role_arn, module.iam.execution_role_arn], local.failback_roles)
   via_services = [
     "rds.${var.region}.amazonaws.com",
     "elasticfilesystem.${var.region}.amazonaws.com",

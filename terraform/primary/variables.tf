@@ -16,6 +16,12 @@ variable "dr_region" {
   default     = "us-west-2"
 }
 
+variable "dr_replication_role_arn" {
+  description = "Failback: the dr root's replication role (its output replication_role_arn), allowed to encrypt replicas with this region's keys; null until failback is set up."
+  type        = string
+  default     = null
+}
+
 variable "bucket_prefix" {
   description = "Globally unique prefix of bucket names; buckets are <prefix>-<lake|audit|trail|config>-<region>."
   type        = string
