@@ -115,8 +115,9 @@ resource "aws_s3_object" "client_ca" {
   kms_key_id   = module.data_key.key_arn
 }
 
-# The primary region's trail is multi-region and already records this region's management
-# events; this trail adds S3 data events on the DR buckets and keeps its own copy here.
+# A second multi-region trail, delivered here: the account's activity record (every KMS call,
+# every management event) survives the loss of the primary region and its trail bucket, and
+# S3 data events on the DR buckets are recorded too.
 data "aws_iam_policy_document" "trail_delivery" {
   statement {
     sid       = "CloudTrailAclCheck"
