@@ -17,8 +17,9 @@ from lake.schema import SCHEMA, SORT_ORDER, all_tables, partition_spec
 _TABLE_PROPERTIES = {
     "write.parquet.compression-codec": "zstd",
     "write.target-file-size-bytes": str(256 * 1024 * 1024),
-    # Small row groups let a patient read decode only its rows (docs/lake.md: ~20 ms vs ~60 ms).
-    "write.parquet.row-group-limit": "8192",
+    # Small row groups let a patient read decode little more than its rows: sealed bodies do not
+    # compress, so a row group of the resource column costs ~1.5 KB per row to read (docs/lake.md).
+    "write.parquet.row-group-limit": "1024",
     # The writer retries conflicts itself, re-reading fhirlake.journal-seq first (exactly once);
     # pyiceberg's own retry would re-append blindly.
     "commit.retry.num-retries": "0",

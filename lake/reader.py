@@ -8,6 +8,7 @@ import pyarrow as pa
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
 
 from lake.catalog import LakeCatalog
+from lake.fastread import PatientFileIndex
 from lake.schema import JOURNAL_SEQ_PROPERTY, table_for
 from lake.snapshots import SnapshotUsed, VersionAsOf, versions_as_of
 
@@ -15,6 +16,7 @@ from lake.snapshots import SnapshotUsed, VersionAsOf, versions_as_of
 class LakeReader:
     def __init__(self, catalog: LakeCatalog) -> None:
         self._catalog = catalog
+        self._index = PatientFileIndex()
 
     def bodies(self, resource_type: str, keys: Iterable[tuple[str, int, str | None]]) -> dict[tuple[str, int], bytes]:
         """Stored bodies of the given ``(id, version, patient_key)`` versions.
@@ -25,6 +27,9 @@ class LakeReader:
         if not wanted:
             return {}
         ids = sorted({k[0] for k in wanted})
+        fast = self._index.read(table_for(resource_type), self._catalog.table(table_for(resource_type)), wanted)
+        if fast is not None and len(fast) >= len({(k[0], k[1]) for k in wanted}):
+            return fast
         filt = _one_of("id", ids)
         patients = {k[2] for k in wanted}
         if None not in patients:
