@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from lake.views.definition import ColumnDef, CompiledView, compile_view
-from lake.views.reach import ColumnReach, column_reach, filter_elements, phi_columns
+from lake.views.reach import ColumnReach, column_reach, filter_elements, phi_columns, touches
 from lake.views.runner import ColumnAction, ColumnPolicy, RowBuilder, iter_rows
 from lake.views.table import DEFAULT_BATCH_ROWS, batches, schema_of
 from lake.views.writers import FORMATS, write_batches
@@ -72,4 +72,5 @@ __all__ = [
     "filter_elements",
     "phi_columns",
     "run_view",
+    "touches",
 ]

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lake.views.ast import Binary, Call, Ident, Index, Literal, Member, Node, Special, TypeOp, Unary, Var
+from lake.views.ast import Binary, Call, Ident, Index, Literal, Member, Node, Special, TypeOp, Unary, Var, type_name_of
 from lake.views.definition import CompiledView, SelectDef
 from lake.views.evaluator import ROOT_VARIABLES
 from lake.views.functions import FUNCTIONS
-from lake.views.values import CHOICE_SUFFIXES
+from lake.views.values import CHOICE_SUFFIXES, normalize_type
 
 Chain = tuple[str, ...]
 _SAME_FOCUS = frozenset({"where", "first", "last", "tail", "skip", "take", "single", "distinct", "ofType", "as"})
@@ -57,7 +57,23 @@ def _reach(node: Node, ctx: frozenset[Chain], touched: set[Chain]) -> frozenset[
     return _reach_call(node, ctx, touched)
 
 
+def _narrowed(node: Call, ctx: frozenset[Chain], touched: set[Chain]) -> frozenset[Chain] | None:
+    """``value.ofType(Quantity)`` reaches ``valueQuantity`` only, not every ``value[x]``."""
+    wanted = type_name_of(node.args[0]) if node.args else None
+    target = node.target
+    if node.name not in ("ofType", "as") or wanted is None or not isinstance(target, Ident | Member):
+        return None
+    parent = ctx if isinstance(target, Ident) else _reach(target.target, ctx, touched)
+    kind = normalize_type(wanted)
+    out = {(*c, target.name + kind[:1].upper() + kind[1:]) for c in parent}
+    touched.update(out)
+    return frozenset(out)
+
+
 def _reach_call(node: Call, ctx: frozenset[Chain], touched: set[Chain]) -> frozenset[Chain]:
+    narrowed = _narrowed(node, ctx, touched)
+    if narrowed is not None:
+        return narrowed
     base = ctx if node.target is None else _reach(node.target, ctx, touched)
     touched.update(base)
     outs: list[frozenset[Chain]] = []
@@ -105,7 +121,8 @@ def filter_elements(view: CompiledView) -> frozenset[str]:
     return frozenset(c[0] for c in touched if c)
 
 
-def _matches(element: str, phi: str) -> bool:
+def touches(element: str, phi: str) -> bool:
+    """Whether reading ``element`` reads the PHI element ``phi`` (``deceased`` reaches ``deceasedDateTime``)."""
     return phi == element or (phi.startswith(element) and phi[len(element) :] in CHOICE_SUFFIXES)
 
 
@@ -114,7 +131,7 @@ def phi_columns(view: CompiledView, phi_elements: Iterable[str]) -> list[str]:
     phi = tuple(phi_elements)
     flagged: list[str] = []
     for reach in column_reach(view):
-        hit = reach.whole_resource or any(_matches(e, p) for e in reach.elements for p in phi)
+        hit = reach.whole_resource or any(touches(e, p) for e in reach.elements for p in phi)
         if hit and reach.name not in flagged:
             flagged.append(reach.name)
     return flagged
