@@ -81,7 +81,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     partial = out.with_name(f".{out.name}.partial")
     try:
         runner = ViewRunner(journal, LakeReader(open_catalog(settings)), _sealer(settings, keys))
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        try:
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        except OSError:
+            raise FhirlakeError("the output file cannot be created") from None
         report = runner.run(plan, args.format, partial, args.batch_rows)
         partial.replace(out)
     finally:
