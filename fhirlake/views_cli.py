@@ -66,7 +66,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fhirlake.bootstrap import Paths, _sealer, open_catalog, open_keys
     from ingest.journal import Journal
     from ingest.views import ViewRunner
-    from lake.reader import LakeReader
 
     settings = args.settings_of(args)
     paths = Paths(settings.data_dir.resolve())
@@ -80,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out: Path = args.out
     partial = out.with_name(f".{out.name}.partial")
     try:
-        runner = ViewRunner(journal, LakeReader(open_catalog(settings)), _sealer(settings, keys))
+        runner = ViewRunner(journal, open_catalog(settings), _sealer(settings, keys))
         try:
             os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         except OSError:

@@ -84,7 +84,7 @@ def _expected_observations(bundle: dict[str, Any], urls: dict[str, str]) -> list
 def _runner(client: TestClient, chunk: int = 7) -> ViewRunner:
     container = container_of(client)
     sealer = _sealer(container.settings, container.keys)
-    return ViewRunner(container.journal, container.lake_reader, sealer, chunk=chunk)
+    return ViewRunner(container.journal, container.catalog, sealer, chunk=chunk)
 
 
 def _rows(runner: ViewRunner, view: dict[str, Any]) -> list[dict[str, Any]]:
@@ -117,6 +117,27 @@ def test_rows_come_from_the_lake_once_the_journal_is_pruned(tmp_path: Path) -> N
         journal = container_of(client).journal
         assert journal.reader().execute("SELECT COUNT(*) FROM versions WHERE body IS NOT NULL").fetchone()[0] == 0
         assert _rows(_runner(client), OBSERVATIONS) == _expected_observations(bundle, urls)
+
+
+def test_a_run_reads_the_lake_and_the_journal_tail_each_resource_once(client: TestClient) -> None:
+    first, second = _smallest(2)
+    bundle_a, urls_a = _post(client, first)
+    flush_lake(client)
+    container_of(client).lake_writer.stop(drain=False)  # what follows stays in the journal only
+    bundle_b, urls_b = _post(client, second)
+    expected_a = _expected_observations(bundle_a, urls_a)
+    updated, deleted = [r for r in expected_a if r["value"] is not None][:2]
+    body = client.get(f"/fhir/{updated['id']}").json()
+    body["valueQuantity"]["value"] = 123.5
+    assert client.put(f"/fhir/{updated['id']}", content=orjson.dumps(body)).status_code == 200
+    assert client.delete(f"/fhir/{deleted['id']}").status_code in (200, 204)
+    journal = container_of(client).journal
+    assert journal.committed_seq() < journal.last_seq()
+    expected = [
+        {**r, "value": 123.5} if r["id"] == updated["id"] else r for r in expected_a if r["id"] != deleted["id"]
+    ]
+    expected = sorted(expected + _expected_observations(bundle_b, urls_b), key=lambda r: r["id"])
+    assert _rows(_runner(client), OBSERVATIONS) == expected
 
 
 def test_deleted_and_erased_resources_are_left_out(posted: Any) -> None:
