@@ -27,6 +27,7 @@ _TEMPORAL_CONSTANTS = {
     "valueInstant": "dateTime",
     "valueTime": "time",
 }
+MAX_SELECT_DEPTH = 32
 _SELECT_KEYS = frozenset({"column", "select", "forEach", "forEachOrNull", "repeat", "unionAll"})
 
 
@@ -160,6 +161,8 @@ def _expression(text: Any, where: str, known: set[str]) -> Node:
 def _select(raw: Any, where: str, known: set[str]) -> SelectDef:
     if not isinstance(raw, dict):
         raise ViewDefinitionError(f"{where} must be an object")
+    if where.count("select[") + where.count("unionAll[") > MAX_SELECT_DEPTH:
+        raise ViewDefinitionError(f"selects may be nested at most {MAX_SELECT_DEPTH} deep")
     iterators = [k for k in ("forEach", "forEachOrNull", "repeat") if k in raw]
     if len(iterators) > 1:
         raise ViewDefinitionError(f"{where} may have only one of forEach, forEachOrNull, repeat")

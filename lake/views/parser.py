@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
-from lake.views.ast import Binary, Call, Ident, Index, Literal, Member, Node, Special, TypeOp, Unary, Var
+from lake.views.ast import Binary, Call, Ident, Index, Literal, Member, Node, Special, TypeOp, Unary, Var, children
 from lake.views.errors import FhirPathSyntaxError
 
 _TOKEN = re.compile(
@@ -57,6 +57,9 @@ _INFIX: dict[str, int] = {
     "mod": 10,
 }
 _UNARY_POWER = 11
+MAX_LENGTH = 4096  # characters of one expression
+MAX_DEPTH = 64  # nesting of sub-expressions (parentheses, arguments, operands)
+MAX_TREE_DEPTH = 200  # steps of the syntax tree (evaluation recurses once per step)
 _SPECIALS = frozenset({"$this", "$index", "$total"})
 
 
@@ -107,6 +110,7 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> Token:
         return self.tokens[self.i]
@@ -132,6 +136,15 @@ class _Parser:
         return node
 
     def expression(self, min_power: int) -> Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(self.peek(), "expression nested too deeply")
+        try:
+            return self._infix(min_power)
+        finally:
+            self.depth -= 1
+
+    def _infix(self, min_power: int) -> Node:
         left = self.unary()
         while True:
             tok = self.peek()
@@ -240,4 +253,18 @@ def parse(text: str) -> Node:
     """The syntax tree of FHIRPath ``text``; raises FhirPathSyntaxError."""
     if not isinstance(text, str) or not text.strip():
         raise FhirPathSyntaxError("a FHIRPath expression must be a non-empty string")
-    return _Parser(text).parse()
+    if len(text) > MAX_LENGTH:
+        raise FhirPathSyntaxError(f"a FHIRPath expression may have at most {MAX_LENGTH} characters")
+    node = _Parser(text).parse()
+    if _tree_depth(node) > MAX_TREE_DEPTH:
+        raise FhirPathSyntaxError(f"a FHIRPath expression may nest at most {MAX_TREE_DEPTH} steps")
+    return node
+
+
+def _tree_depth(node: Node) -> int:
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children(current))
+    return deepest

@@ -115,6 +115,10 @@ def test_errors_never_echo_resource_values() -> None:
         _view({"name": "a", "path": "name.where()"}),
         _view({"name": "a", "path": "name.first("}),
         {"resource": "Patient", "select": []},
+        _view({"name": "a", "path": "(" * 5000 + "1" + ")" * 5000}),
+        _view({"name": "a", "path": "(" * 500 + "1" + ")" * 500}),
+        _view({"name": "a", "path": "-" * 3000 + "1"}),
+        _view({"name": "a", "path": ".".join(["name"] * 800)}),
         {"resource": "Patient", "select": [{"forEach": "name", "forEachOrNull": "name", "column": []}]},
     ],
 )
