@@ -13,7 +13,7 @@ policy. Callers acting for a researcher must refuse, drop or mask those columns.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,21 @@ DEFAULT_CHUNK = 500
 _ERASED = 2  # current.deleted of an erased patient's resources (ingest/erasure.py)
 DEFAULT_BATCH_ROWS = 8192
 _COLUMNS = ", ".join(f"v.{c.strip()}" for c in VERSION_COLUMNS.split(","))
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """What one caller may see of a run: an SQL condition over ``current c`` (``Access.visibility``),
+    how a body is presented to them (``Access.present``: de-identification), and a callback per
+    resource disclosed (``Access.disclosed``: accounting of disclosures)."""
+
+    where: str = "1=1"
+    params: tuple[object, ...] = ()
+    present: Callable[[bytes], bytes] | None = None
+    disclosed: Callable[[str, str, str | None], None] | None = None
+
+
+EVERYTHING = Visibility()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,23 +104,23 @@ class ViewRunner:
         self._chunk = chunk
         self.skipped_erased = 0
 
-    def resources(self, rtype: str) -> Iterator[dict[str, Any]]:
-        """Every current, not deleted, not erased resource of ``rtype`` as parsed JSON.
+    def resources(self, rtype: str, visibility: Visibility = EVERYTHING) -> Iterator[dict[str, Any]]:
+        """Every current, not deleted, not erased resource of ``rtype`` the caller may see, as parsed JSON.
 
         Raises LakeDataError when an indexed version's body is in neither the journal nor the lake.
         """
         lake_seq = self._journal.committed_seq()  # read before the lake: the lake holds at least this
         high = max(self._journal.last_seq(), lake_seq)
         for bodies in self._bodies.stream(rtype, lake_seq, self._chunk):
-            latest = self._latest(rtype, sorted({b.id for b in bodies}), high)
+            latest = self._latest(rtype, sorted({b.id for b in bodies}), high, visibility)
             for body in bodies:
                 if latest.get(body.id) == body.version:
-                    opened = self._open(rtype, body.id, body.version, body.sealed)
+                    opened = self._open(rtype, body.id, body.version, body.sealed, body.patient_key, visibility)
                     if opened is not None:
                         yield opened
-        yield from self._recent(rtype, lake_seq, high)
+        yield from self._recent(rtype, lake_seq, high, visibility)
 
-    def _latest(self, rtype: str, ids: list[str], high: int) -> dict[str, int]:
+    def _latest(self, rtype: str, ids: list[str], high: int, visibility: Visibility) -> dict[str, int]:
         """id -> latest version as of seq ``high``, for ids whose latest version is live and not erased."""
         out: dict[str, int] = {}
         for start in range(0, len(ids), 500):
@@ -116,8 +131,8 @@ class ViewRunner:
                     "SELECT v.id, v.version, v.deleted, c.deleted FROM versions v "  # noqa: S608
                     "JOIN current c ON c.rtype=v.rtype AND c.id=v.id "
                     f"WHERE v.rtype=? AND v.seq<=? AND v.id IN ({','.join('?' * len(chunk))}) "
-                    "ORDER BY v.id, v.version",
-                    (rtype, high, *chunk),
+                    f"AND ({visibility.where}) ORDER BY v.id, v.version",
+                    (rtype, high, *chunk, *visibility.params),
                 )
                 .fetchall()
             )
@@ -125,7 +140,7 @@ class ViewRunner:
             out.update((rid, version) for rid, (version, gone) in versions.items() if not gone)
         return out
 
-    def _recent(self, rtype: str, low: int, high: int) -> Iterator[dict[str, Any]]:
+    def _recent(self, rtype: str, low: int, high: int, visibility: Visibility) -> Iterator[dict[str, Any]]:
         """Latest live versions accepted after the lake's watermark, in (seq, id) keyset pages."""
         seq, rid = low, ""
         while True:
@@ -136,8 +151,8 @@ class ViewRunner:
                     "WHERE v.rtype=? AND v.seq>? AND v.seq<=? AND (v.seq>? OR (v.seq=? AND v.id>?)) "
                     "AND v.deleted=0 AND c.deleted<>? AND NOT EXISTS (SELECT 1 FROM versions w "
                     "WHERE w.rtype=v.rtype AND w.id=v.id AND w.version>v.version AND w.seq<=?) "
-                    "ORDER BY v.seq, v.id LIMIT ?",
-                    (rtype, low, high, seq, seq, rid, _ERASED, high, self._chunk),
+                    f"AND ({visibility.where}) ORDER BY v.seq, v.id LIMIT ?",
+                    (rtype, low, high, seq, seq, rid, _ERASED, high, *visibility.params, self._chunk),
                 )
                 .fetchall()
             )
@@ -150,24 +165,37 @@ class ViewRunner:
                 sealed = r[13] if r[13] is not None else cold.get((str(r[1]), int(r[2])))
                 if sealed is None:
                     raise LakeDataError("a resource version is indexed but its body was not found in the lake")
-                opened = self._open(rtype, str(r[1]), int(r[2]), bytes(sealed))
+                opened = self._open(rtype, str(r[1]), int(r[2]), bytes(sealed), r[6], visibility)
                 if opened is not None:
                     yield opened
 
-    def _open(self, rtype: str, rid: str, version: int, sealed: bytes) -> dict[str, Any] | None:
+    def _open(
+        self, rtype: str, rid: str, version: int, sealed: bytes, patient_key: str | None, visibility: Visibility
+    ) -> dict[str, Any] | None:
         try:
             body = self._sealer.open(rtype, rid, version, BODY_PATH, sealed)
         except KeyShreddedError:  # erased while this ran
             self.skipped_erased += 1
             return None
+        if visibility.present is not None:
+            body = visibility.present(body)
+        if visibility.disclosed is not None:
+            visibility.disclosed(rtype, rid, patient_key)
         resource: dict[str, Any] = orjson.loads(body)
         return resource
 
-    def run(self, plan: ViewPlan, fmt: str, out: Path, batch_rows: int = DEFAULT_BATCH_ROWS) -> ViewRunReport:
+    def run(
+        self,
+        plan: ViewPlan,
+        fmt: str,
+        out: Path,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        visibility: Visibility = EVERYTHING,
+    ) -> ViewRunReport:
         """Write ``plan``'s rows over the current resources of its type to ``out`` in ``fmt``.
 
         Raises ViewEvaluationError on data the view cannot turn into rows, LakeDataError on a lost body.
         """
-        rows = plan.write(self.resources(plan.resource_type), fmt, out, batch_rows)
+        rows = plan.write(self.resources(plan.resource_type, visibility), fmt, out, batch_rows)
         flagged = _phi_columns(plan.view, field_policy().phi_elements(plan.resource_type))
         return ViewRunReport(plan.resource_type, rows, list(plan.schema.names), flagged, self.skipped_erased)

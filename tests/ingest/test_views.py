@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from audit.reports import action, client_id, load_events
 from fhirlake import cli
 from fhirlake.bootstrap import _sealer
-from ingest.views import ViewRunner, phi_columns, phi_filters
+from ingest.views import ViewRunner, Visibility, phi_columns, phi_filters
 from lake.views import ViewPlan
 from tests.fixtures.app import container_of, flush_lake, make_settings, open_client
 from tests.fixtures.data import synthea_paths
@@ -138,6 +138,43 @@ def test_a_run_reads_the_lake_and_the_journal_tail_each_resource_once(client: Te
     ]
     expected = sorted(expected + _expected_observations(bundle_b, urls_b), key=lambda r: r["id"])
     assert _rows(_runner(client), OBSERVATIONS) == expected
+
+
+def _hide_values(body: bytes) -> bytes:
+    resource = orjson.loads(body)
+    resource.pop("valueQuantity", None)
+    return orjson.dumps(resource)
+
+
+def _visible_run(runner: ViewRunner, key: str) -> tuple[list[dict[str, Any]], list[tuple[str, str, str | None]]]:
+    disclosed: list[tuple[str, str, str | None]] = []
+
+    def account(rtype: str, rid: str, patient_key: str | None) -> None:
+        disclosed.append((rtype, rid, patient_key))
+
+    plan = ViewPlan(OBSERVATIONS)
+    seen = Visibility("c.patient_key = ?", (key,), _hide_values, account)
+    rows = [r for b in plan.batches(runner.resources("Observation", seen)) for r in b.to_pylist()]
+    return sorted(rows, key=lambda r: r["id"]), disclosed
+
+
+def test_visibility_limits_presents_and_accounts_each_resource(client: TestClient) -> None:
+    first, second = _smallest(2)
+    bundle_a, urls_a = _post(client, first)
+    flush_lake(client)
+    container_of(client).lake_writer.stop(drain=False)  # A from the lake, B from the journal
+    bundle_b, urls_b = _post(client, second)
+    journal = container_of(client).journal
+    runner = _runner(client)
+    for bundle, urls in ((bundle_a, urls_a), (bundle_b, urls_b)):
+        patient = next(v for v in urls.values() if v.startswith("Patient/")).split("/")[1]
+        current = journal.current("Patient", patient)
+        assert current is not None and current.patient_key is not None
+        rows, disclosed = _visible_run(runner, current.patient_key)
+        expected = [{**r, "value": None, "unit": None} for r in _expected_observations(bundle, urls)]
+        assert rows == expected
+        assert sorted(f"Observation/{d[1]}" for d in disclosed) == [r["id"] for r in expected]
+        assert {d[2] for d in disclosed} == {current.patient_key}
 
 
 def test_deleted_and_erased_resources_are_left_out(posted: Any) -> None:
