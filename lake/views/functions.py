@@ -165,6 +165,8 @@ def _convert(target: str) -> Runner:
         if len(source) != 1:
             return []
         value = source[0].value
+        if not isinstance(value, str | bool | int | float | Decimal):
+            return [Item(plain(source[0]), "string")] if target == "string" and not isinstance(value, dict) else []
         try:
             if target == "string":
                 text = ("true" if value else "false") if isinstance(value, bool) else str(plain(source[0]))

@@ -13,6 +13,7 @@ from functools import lru_cache
 
 from lake.views.ast import Binary, Call, Ident, Index, Literal, Member, Node, Special, TypeOp, Unary, Var, children
 from lake.views.errors import FhirPathSyntaxError
+from lake.views.values import Temporal
 
 _TOKEN = re.compile(
     r"""
@@ -242,10 +243,14 @@ class _Parser:
 
 def _temporal_literal(text: str) -> Literal:
     if text.startswith("T"):
-        return Literal(text[1:], "time")
-    if "T" in text:
-        return Literal(text.rstrip("T"), "dateTime")
-    return Literal(text, "date")
+        literal = Literal(text[1:], "time")
+    elif "T" in text:
+        literal = Literal(text.rstrip("T"), "dateTime")
+    else:
+        literal = Literal(text, "date")
+    if Temporal.parse(literal.value, str(literal.type)) is None:
+        raise FhirPathSyntaxError(f"'@{text}' is not a valid date or time")
+    return literal
 
 
 @lru_cache(maxsize=1024)

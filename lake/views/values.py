@@ -7,6 +7,7 @@ result, and date/time values of different precision may be incomparable (empty).
 
 from __future__ import annotations
 
+import calendar
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -133,6 +134,8 @@ class Temporal:
         tz = groups[-1] if kind == "dateTime" else None
         comps = groups[:-1] if kind == "dateTime" else groups
         parts = tuple(Decimal(g) for g in comps if g is not None)
+        if not _in_range(parts if kind != "time" else (Decimal(2000), Decimal(1), Decimal(1), *parts)):
+            return None
         return Temporal(kind, text, parts, tz)
 
     def comparable_parts(self, other: Temporal) -> tuple[tuple[Decimal, ...], tuple[Decimal, ...]]:
@@ -140,6 +143,19 @@ class Temporal:
         if self.tz and other.tz and len(self.parts) > 3 and len(other.parts) > 3:
             return _in_utc(self), _in_utc(other)
         return self.parts, other.parts
+
+
+def _in_range(parts: tuple[Decimal, ...]) -> bool:
+    """Whether year, month, day, hour, minute, second (as many as given) name a real moment."""
+    limits = (9999, 12, 31, 23, 59)
+    if any(p > limit for p, limit in zip(parts, limits, strict=False)) or (len(parts) > 5 and parts[5] >= 60):
+        return False
+    if len(parts) > 1 and parts[1] < 1:
+        return False
+    if len(parts) > 2:
+        last = calendar.monthrange(int(parts[0]), int(parts[1]))[1] if parts[0] >= 1 else 31
+        return 1 <= parts[2] <= last
+    return True
 
 
 def _in_utc(value: Temporal) -> tuple[Decimal, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lake.views import ColumnAction, ColumnDef, ViewPlan, compile_view, phi_columns, run_view
-from lake.views.errors import FhirPathSyntaxError, ViewDefinitionError, ViewEvaluationError
+from lake.views.errors import FhirPathSyntaxError, ViewDefinitionError, ViewError, ViewEvaluationError
 from lake.views.evaluator import Context, evaluate
 from lake.views.parser import parse
 from lake.views.values import Item, plain
@@ -118,6 +119,8 @@ def test_errors_never_echo_resource_values() -> None:
         _view({"name": "a", "path": "(" * 5000 + "1" + ")" * 5000}),
         _view({"name": "a", "path": "(" * 500 + "1" + ")" * 500}),
         _view({"name": "a", "path": "-" * 3000 + "1"}),
+        _view({"name": "a", "path": "@2020-13-01"}),
+        _view({"name": "a", "path": "@2021-02-29T10:00Z"}),
         _view({"name": "a", "path": ".".join(["name"] * 800)}),
         {"resource": "Patient", "select": [{"forEach": "name", "forEachOrNull": "name", "column": []}]},
     ],
@@ -201,3 +204,36 @@ PHI = ("identifier", "name", "telecom", "address", "birthDate", "deceasedDateTim
 )
 def test_phi_reach(select: list[dict[str, Any]], flagged: list[str]) -> None:
     assert phi_columns(compile_view({"resource": "Patient", "select": select}), PHI) == flagged
+
+
+_ATOMS = ["name", "given", "value", "id", "$this", "%rowIndex", "%resource", "1", "-1", "2.5", "'x'", "true", "{}"]
+_ATOMS += ["@2020", "@2020-01-01T10:00+01:00", "@T10:00", "extension", "deceased", "birthDate", "telecom"]
+_FUNCS = ["first()", "exists()", "empty()", "count()", "not()", "join(',')", "ofType(string)", "where(%s)"]
+_FUNCS += ["select(%s)", "all(%s)", "lowBoundary()", "highBoundary(%s)", "toInteger()", "toString()", "substring(%s)"]
+_FUNCS += ["skip(%s)", "iif(%s,%s)", "startsWith(%s)", "getReferenceKey()", "extension(%s)", "single()", "is(integer)"]
+_OPS = ["+", "-", "*", "/", "div", "mod", "&", "|", "=", "!=", "~", "<", ">=", "and", "or", "xor", "implies", "in"]
+
+
+def _random_expression(rng: random.Random, depth: int = 0) -> str:
+    roll = rng.random()
+    if depth > 3 or roll < 0.3:
+        return rng.choice(_ATOMS)
+    if roll < 0.6:
+        fn = rng.choice(_FUNCS)
+        args = tuple(_random_expression(rng, depth + 1) for _ in range(fn.count("%s")))
+        return f"{_random_expression(rng, depth + 1)}.{fn % args}"
+    if roll < 0.9:
+        return f"({_random_expression(rng, depth + 1)} {rng.choice(_OPS)} {_random_expression(rng, depth + 1)})"
+    return f"{_random_expression(rng, depth + 1)}[{_random_expression(rng, depth + 1)}]"
+
+
+def test_random_expressions_fail_only_with_view_errors() -> None:
+    rng = random.Random(7)
+    resources = [_patient(1, CANARY), {"resourceType": "Patient", "id": "p2", "deceasedDateTime": "2020-02"}]
+    for _ in range(400):
+        path = _random_expression(rng)
+        view = _view({"name": "a", "path": path, "collection": True}, where=[{"path": f"({path}).exists()"}])
+        try:
+            run_view(view, resources)
+        except ViewError as exc:
+            assert CANARY not in exc.message
