@@ -27,6 +27,7 @@ ACTIONS: dict[tuple[str, str | None], AuditAction] = {
     ("lake", "hold"): AuditAction.ADMIN,
     ("audit", "verify"): AuditAction.AUDIT_READ,
     ("audit", "report"): AuditAction.AUDIT_READ,
+    ("views", "run"): AuditAction.EXPORT,  # an extract of clinical data to a file
 }
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
