@@ -98,6 +98,7 @@ class Container:
     audit_queries: AuditQueries
     audit_mirror: AuditMirror
     exports: BulkExports
+    sealer: RowSealer
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -130,7 +131,7 @@ def open_keys(settings: Settings) -> DataKeys:
     return DataKeys(provider, KeyStore(paths.keystore), settings.tenant, policy)
 
 
-def _sealer(settings: Settings, keys: DataKeys) -> RowSealer:
+def open_sealer(settings: Settings, keys: DataKeys) -> RowSealer:
     """Field encryption, or (benchmarks only) none; a data dir never mixes the two."""
     mode = "on" if settings.security.encryption else "off"
     recorded = keys.store.setting("encryption", mode)
@@ -148,7 +149,7 @@ def build(settings: Settings) -> Container:
     paths = Paths(root)
     keys = open_keys(settings)
     pseudo = Pseudonymizer(keys.secret(INDEX_SUBJECT), settings.tenant)
-    sealer = _sealer(settings, keys)
+    sealer = open_sealer(settings, keys)
     journal = Journal(
         paths.journal,
         settings.ingest.group_commit_max_wait_ms,
@@ -192,6 +193,7 @@ def build(settings: Settings) -> Container:
         queries,
         mirror,
         BulkExports(root / "exports", reads, keys if sealer.encrypted else None, settings.tenant),
+        sealer,
     )
 
 

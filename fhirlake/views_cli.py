@@ -63,7 +63,7 @@ def _plan(view: Any, mode: str) -> ViewPlan:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fhirlake.bootstrap import Paths, _sealer, open_catalog, open_keys
+    from fhirlake.bootstrap import Paths, open_catalog, open_keys, open_sealer
     from ingest.journal import Journal
     from ingest.views import ViewRunner
 
@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out: Path = args.out
     partial = out.with_name(f".{out.name}.partial")
     try:
-        runner = ViewRunner(journal, open_catalog(settings), _sealer(settings, keys))
+        runner = ViewRunner(journal, open_catalog(settings), open_sealer(settings, keys))
         try:
             os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         except OSError:

@@ -87,6 +87,10 @@ def capability_statement(base: str) -> dict[str, Any]:
                 "mode": "server",
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "operation": [
+                    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
+                    {"name": "run", "definition": "http://sql-on-fhir.org/OperationDefinition/$run"},
+                ],
             }
         ],
     }

@@ -16,6 +16,7 @@ from gateway.fhir import fhir_json
 from ingest import errors as ie
 from ingest.journal import JournalClosedError
 from lake.errors import LakeError
+from lake.views.errors import ViewDefinitionError, ViewEvaluationError
 from security.errors import (
     AuthenticationError,
     InvalidScopeError,
@@ -39,6 +40,8 @@ STATUS_OF: dict[type[Exception], int] = {
     ie.UnsupportedMediaTypeError: 415,
     ie.BackpressureError: 503,
     JournalClosedError: 503,
+    ViewDefinitionError: 400,  # before LakeError: a bad view is the caller's, not an outage
+    ViewEvaluationError: 422,
     LakeError: 503,
     KmsUnavailableError: 503,
     KeyAccessError: 503,  # fail closed: a key the KMS refuses is a key we do not have

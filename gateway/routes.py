@@ -27,13 +27,16 @@ from ingest.asof import (
     read_as_of,
     search_as_of_params,
 )
-from ingest.errors import Issue, ResourceNotFoundError
+from ingest.errors import InvalidInputError, Issue, ResourceNotFoundError
 from ingest.fhir_types import is_supported
 from ingest.history import everything, history
-from ingest.prepare import parse_etag
+from ingest.prepare import parse_etag, parse_json
 from ingest.service import Outcome
+from ingest.view_run import run_view_for, view_of
+from ingest.views import ViewRunner
 
 router = APIRouter(prefix="/fhir")
+MAX_VIEW_ROWS = 100_000  # larger extracts: `fhirlake views run` or $export
 
 
 def _base(request: Request) -> str:
@@ -64,6 +67,27 @@ async def transaction_or_batch(request: Request) -> Response:
     result = await container.service.submit_bundle(raw, request.headers.get("idempotency-key"), access)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return raw_json(bundle_response(_base(request), result, prefer_return(request)), headers=headers)
+
+
+@router.post("/ViewDefinition/$run")
+async def run_view_definition(request: Request) -> Response:
+    """SQL on FHIR v2: run a ViewDefinition over what the caller may see (Parameters.viewResource or the view).
+
+    ``_format`` names the output (json, ndjson, csv, parquet), so FHIR content negotiation does not apply.
+    """
+    access = access_for(request)
+    container = request.app.state.container
+    raw = await read_body(request, container.settings.limits.max_body_bytes)
+    view, scalars = view_of(parse_json(raw))
+    fmt = request.query_params.get("_format") or scalars.get("_format") or "json"
+    limit = request.query_params.get("_limit") or scalars.get("_limit") or str(MAX_VIEW_ROWS)
+    if not limit.isdigit():
+        raise InvalidInputError("invalid _limit", [Issue("invalid", "_limit must be a positive integer", ("_limit",))])
+    runner = ViewRunner(container.journal, container.catalog, container.sealer)
+    body, media = await run_in_threadpool(
+        run_view_for, runner, view, fmt.removeprefix("application/"), min(int(limit), MAX_VIEW_ROWS), access
+    )
+    return Response(body, media_type=media, headers={"Cache-Control": "no-store"} | flag_headers(access))
 
 
 @router.post("/Patient/{rid}/$purge")

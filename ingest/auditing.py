@@ -53,6 +53,7 @@ _ACTIONS = {
     ("GET", "/fhir/{rtype}/{rid}/_history"): AuditAction.HISTORY,
     ("GET", "/fhir/{rtype}/_history"): AuditAction.HISTORY,
     ("GET", "/fhir/Patient/{rid}/$everything"): AuditAction.EVERYTHING,
+    ("POST", "/fhir/ViewDefinition/$run"): AuditAction.EXPORT,
     ("GET", "/fhir/$export"): AuditAction.EXPORT,
     ("GET", "/fhir/Patient/$export"): AuditAction.EXPORT,
     ("GET", "/fhir/Group/{gid}/$export"): AuditAction.EXPORT,

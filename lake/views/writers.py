@@ -74,3 +74,27 @@ def _ndjson(batches: Iterable[pa.RecordBatch], path: Path) -> int:
                 out.write(orjson.dumps(row) + b"\n")
             rows += batch.num_rows
     return rows
+
+
+def encode_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema, fmt: str) -> bytes:
+    """The rows of ``batches`` as one document in ``fmt`` (``json`` too: an array of objects), in memory.
+
+    For bounded results (an HTTP answer); raises ViewDefinitionError for an unknown format.
+    """
+    if fmt == "json":
+        return orjson.dumps([row for batch in batches for row in batch.to_pylist()])
+    if fmt == "ndjson":
+        return b"".join(orjson.dumps(row) + b"\n" for batch in batches for row in batch.to_pylist())
+    sink = pa.BufferOutputStream()
+    if fmt == "parquet":
+        with pq.ParquetWriter(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+    elif fmt == "csv":
+        flat = _flat_schema(schema)
+        with pa_csv.CSVWriter(sink, flat) as csv_writer:
+            for batch in batches:
+                csv_writer.write_batch(_flatten(batch, flat))
+    else:
+        raise ViewDefinitionError("unknown output format; expected json, ndjson, csv or parquet")
+    return bytes(sink.getvalue())

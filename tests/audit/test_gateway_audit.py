@@ -76,6 +76,7 @@ def test_every_route_and_outcome_leaves_exactly_one_record(client: TestClient) -
         ("GET", "/fhir/Patient/_history", {}, 200, "history"),
         ("GET", f"/fhir/Patient/{pid}/$everything", {}, 200, "everything"),
         ("GET", "/fhir/$export", {}, 400, "export"),
+        ("POST", "/fhir/ViewDefinition/$run", {"content": b'{"resourceType":"Patient"}'}, 400, "export"),
         ("GET", "/fhir/Patient/$export", {"headers": {"Prefer": "respond-async"}}, 202, "export"),
         ("GET", "/fhir/Group/nogroup/$export", {"headers": {"Prefer": "respond-async"}}, 404, "export"),
         ("GET", "/fhir/$export-status/nojob", {}, 404, "export"),

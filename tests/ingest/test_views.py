@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from audit.reports import action, client_id, load_events
 from fhirlake import cli
-from fhirlake.bootstrap import _sealer
+from fhirlake.bootstrap import open_sealer
 from ingest.views import ViewRunner, Visibility, phi_columns, phi_filters
 from lake.views import ViewPlan
 from tests.fixtures.app import container_of, flush_lake, make_settings, open_client
@@ -83,7 +83,7 @@ def _expected_observations(bundle: dict[str, Any], urls: dict[str, str]) -> list
 
 def _runner(client: TestClient, chunk: int = 7) -> ViewRunner:
     container = container_of(client)
-    sealer = _sealer(container.settings, container.keys)
+    sealer = open_sealer(container.settings, container.keys)
     return ViewRunner(container.journal, container.catalog, sealer, chunk=chunk)
 
 
