@@ -58,6 +58,18 @@ class ExportPlan:
     patient_keys: list[str] | None = None  # group level: the members
     filters: dict[str, list[list[tuple[str, str]]]] = field(default_factory=dict)  # type -> or of and-lists
     decisions: dict[str, Decision] = field(default_factory=dict)
+    _members: frozenset[str] | None = None
+
+    def member_set(self) -> frozenset[str] | None:
+        if self.patient_keys is None:
+            return None
+        if self._members is None:
+            self._members = frozenset(self.patient_keys)
+        return self._members
+
+    def scan_keys(self) -> list[str] | None:
+        """Patient keys worth pushing into the lake scan: a few prune to their buckets, many prune nothing."""
+        return self.patient_keys if self.patient_keys is not None and len(self.patient_keys) <= 32 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +213,7 @@ class BulkExports:
         allowed = self._filtered_ids(plan, rtype)
         count = 0
         with self._writer(job, rtype) as out:
-            done_seq, batches = self._reads.lake_rows(rtype, plan.patient_keys if plan.level == "group" else None)
+            done_seq, batches = self._reads.lake_rows(rtype, plan.scan_keys())
             for rows in batches:
                 if job in self._cancelled:
                     raise _Cancelled
@@ -266,18 +278,16 @@ class BulkExports:
         decision = plan.decisions.get(rtype)
         if access is not None and decision is not None:
             clause, args = access.visibility(rtype, decision)
-        sql = f"SELECT c.id, c.version FROM current c WHERE c.rtype=? AND c.deleted=0 AND {clause}"  # noqa: S608 - clauses are ours, values bound
+        sql = f"SELECT c.id, c.version, c.patient_key FROM current c WHERE c.rtype=? AND c.deleted=0 AND {clause}"  # noqa: S608 - clauses are ours, values bound
         extra: list[object] = []
         if plan.since_us is not None:
             sql, extra = sql + " AND c.last_updated >= ?", [plan.since_us]
         if plan.level == "patient":
             sql += " AND c.patient_key IS NOT NULL"
-        if plan.patient_keys is not None:
-            sql += f" AND c.patient_key IN ({','.join('?' * len(plan.patient_keys)) or 'NULL'})"
-            extra += plan.patient_keys
         sql += f" AND c.id IN ({','.join('?' * len(ids))})"
         rows = self._reads.journal.reader().execute(sql, (rtype, *args, *extra, *ids)).fetchall()
-        return {str(r[0]): int(r[1]) for r in rows}
+        members = plan.member_set()
+        return {str(r[0]): int(r[1]) for r in rows if members is None or r[2] in members}
 
     # -- files and status ----------------------------------------------------------------------
 
