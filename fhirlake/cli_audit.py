@@ -36,7 +36,7 @@ def action_of(args: argparse.Namespace) -> AuditAction | None:
 
 def record_command(settings: Settings, args: argparse.Namespace, action: AuditAction, code: int) -> None:
     """Write the command's audit record (raises AuditError when it cannot be made durable)."""
-    from fhirlake.bootstrap import Paths, open_keys, open_trail
+    from fhirlake.bootstrap import Paths, open_keys, open_trail, region_root
     from security.keys import INDEX_SUBJECT
     from security.pseudonym import Pseudonymizer
 
@@ -46,7 +46,7 @@ def record_command(settings: Settings, args: argparse.Namespace, action: AuditAc
         if action is AuditAction.KEY_SHRED and getattr(args, "patient", None):
             pseudo = Pseudonymizer(keys.secret(INDEX_SUBJECT), settings.tenant)
             patient_keys = (pseudo.patient_key(args.patient),)
-        trail = open_trail(settings, Paths(settings.data_dir.resolve()), keys)
+        trail = open_trail(settings, Paths(region_root(settings)), keys)
         try:
             trail.submit(
                 audit_event(
