@@ -91,7 +91,14 @@ def failback(settings: Settings) -> SwitchReport:
     _, forward = open_state(settings, current)
     forward.reset_tables()  # the next forward round compares against the primary's new table states
     return SwitchReport(
-        "failback", current.name, primary.name, epoch, fenced, round_report.generation, round_report.to_dict(), preserved
+        "failback",
+        current.name,
+        primary.name,
+        epoch,
+        fenced,
+        round_report.generation,
+        round_report.to_dict(),
+        preserved,
     )
 
 
@@ -100,8 +107,10 @@ def _preserve_journal(primary: Any, epoch: int) -> str | None:
     if not primary.journal.exists():
         return None
     target = primary.journal.with_name(f"journal.pre-failback-{epoch}.db")
-    with closing(sqlite3.connect(f"file:{primary.journal}?mode=ro", uri=True)) as src:
-        with closing(sqlite3.connect(target)) as dst:
-            src.backup(dst)
+    with (
+        closing(sqlite3.connect(f"file:{primary.journal}?mode=ro", uri=True)) as src,
+        closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
     target.chmod(0o600)
     return str(target)

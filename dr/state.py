@@ -153,7 +153,9 @@ class ReplicaState:
                 )
             for key, value in meta.items():
                 conn.execute(text("DELETE FROM dr_meta WHERE name=:n"), {"n": key})
-                conn.execute(text("INSERT INTO dr_meta(name, value) VALUES (:n, :v)"), {"n": key, "v": json.dumps(value)})
+                conn.execute(
+                    text("INSERT INTO dr_meta(name, value) VALUES (:n, :v)"), {"n": key, "v": json.dumps(value)}
+                )
 
     def _point(self, conn: Connection, name: str, location: str) -> None:
         key = {"c": self._catalog, "ns": self._namespace, "t": name}

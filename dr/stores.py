@@ -106,7 +106,8 @@ def _fix_journal(path: Path, lake_seq: int) -> JournalPoint:
         if pruned is not None and int(pruned[0]) > lake_seq:
             raise ReplicationError("the journal pruned rows the lake copy does not hold yet; retry the round")
         conn.execute(
-            "INSERT INTO state(name, value) VALUES ('lake_seq', ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            "INSERT INTO state(name, value) VALUES ('lake_seq', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
             (str(lake_seq),),
         )
         row = conn.execute("SELECT seq, accepted FROM transactions ORDER BY seq DESC LIMIT 1").fetchone()

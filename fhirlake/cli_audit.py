@@ -26,6 +26,11 @@ ACTIONS: dict[tuple[str, str | None], AuditAction] = {
     ("lake", "maintain"): AuditAction.ADMIN,
     ("audit", "verify"): AuditAction.AUDIT_READ,
     ("audit", "report"): AuditAction.AUDIT_READ,
+    ("dr", "replicate"): AuditAction.DR_REPLICATE,
+    ("dr", "failover"): AuditAction.DR_FAILOVER,
+    ("dr", "failback"): AuditAction.DR_FAILBACK,
+    ("dr", "drill"): AuditAction.DR_DRILL,
+    ("dr", "verify"): AuditAction.DR,
 }
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -36,6 +41,16 @@ def action_of(args: argparse.Namespace) -> AuditAction | None:
 
 def record_command(settings: Settings, args: argparse.Namespace, action: AuditAction, code: int) -> None:
     """Write the command's audit record (raises AuditError when it cannot be made durable)."""
+    patient = getattr(args, "patient", None) if action is AuditAction.KEY_SHRED else None
+    query = f"fhirlake {args.command} {getattr(args, f'{args.command}_command', '')}".strip()
+    record_event(settings, action, code, query, patient=patient)
+
+
+def record_event(settings: Settings, action: AuditAction, code: int, query: str, *, patient: str | None = None) -> None:
+    """Write one operator event to the active region's trail (also used for each step of a DR drill).
+
+    Raises AuditError when it cannot be made durable.
+    """
     from fhirlake.bootstrap import Paths, open_keys, open_trail, region_root
     from security.keys import INDEX_SUBJECT
     from security.pseudonym import Pseudonymizer
@@ -43,9 +58,9 @@ def record_command(settings: Settings, args: argparse.Namespace, action: AuditAc
     keys = open_keys(settings)
     try:
         patient_keys: tuple[str, ...] = ()
-        if action is AuditAction.KEY_SHRED and getattr(args, "patient", None):
+        if patient:
             pseudo = Pseudonymizer(keys.secret(INDEX_SUBJECT), settings.tenant)
-            patient_keys = (pseudo.patient_key(args.patient),)
+            patient_keys = (pseudo.patient_key(patient),)
         trail = open_trail(settings, Paths(region_root(settings)), keys)
         try:
             trail.submit(
@@ -57,7 +72,7 @@ def record_command(settings: Settings, args: argparse.Namespace, action: AuditAc
                     role="operator",
                     site=settings.tenant,
                     patient_keys=patient_keys,
-                    query=f"fhirlake {args.command} {getattr(args, f'{args.command}_command', '')}".strip(),
+                    query=query,
                 )
             ).result(timeout=30)
         finally:

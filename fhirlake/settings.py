@@ -91,7 +91,9 @@ class DrSettings(BaseModel):
     secondary: str = Field(default="secondary", description="Name of the region replicated to.")
     regions: dict[str, RegionSettings] = Field(default_factory=dict)
     follow_interval_s: float = Field(default=5.0, gt=0, description="Pause between rounds of `dr replicate --follow`.")
-    rpo_target_s: float = Field(default=60.0, gt=0, description="Drill target: most seconds of acknowledged writes lost.")
+    rpo_target_s: float = Field(
+        default=60.0, gt=0, description="Drill target: most seconds of acknowledged writes lost."
+    )
     rto_target_s: float = Field(default=300.0, gt=0, description="Drill target: longest time to serve again.")
     drill_writers: int = Field(default=2, ge=1, le=16, description="Concurrent canary writers during a drill.")
     drill_load_s: float = Field(default=4.0, gt=0, description="How long the drill writes before the primary is lost.")

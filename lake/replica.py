@@ -35,8 +35,7 @@ from pyiceberg.typedef import Record
 
 from lake.errors import LakeError
 
-_CHUNK = 1 << 20
-_DIGEST_MOD = 1 << 128
+DIGEST_MOD = 1 << 128
 # Field ids of the Iceberg spec (manifest list: manifest_path, manifest_length; manifest entry:
 # data_file; data file: content, file_path, file_size_in_bytes).
 _MANIFEST_PATH, _MANIFEST_LENGTH = 500, 501
@@ -104,7 +103,7 @@ def rows_digest(table: pa.Table) -> tuple[int, int]:
     total = 0
     for row in zip(*columns, strict=True):
         total += int.from_bytes(hashlib.sha256(repr(row).encode()).digest()[:16], "big")
-    return table.num_rows, total % _DIGEST_MOD
+    return table.num_rows, total % DIGEST_MOD
 
 
 def read_bytes(fio: FileIO, path: str) -> bytes:
@@ -114,9 +113,7 @@ def read_bytes(fio: FileIO, path: str) -> bytes:
 
 def _write_bytes(fio: FileIO, path: str, data: bytes) -> None:
     with fio.new_output(path).create(overwrite=True) as out:
-        view = memoryview(data)
-        for at in range(0, len(data), _CHUNK):
-            out.write(view[at : at + _CHUNK])
+        out.write(data)
 
 
 def _field_pos(schema: Any, field_id: int) -> int:
@@ -179,7 +176,7 @@ class SnapshotCopier:
                 raise ReplicaError("a live data file was not copied")
             rows += copied.rows
             total += int(copied.digest, 16)
-        return rows, total % _DIGEST_MOD
+        return rows, total % DIGEST_MOD
 
     # -- per kind ------------------------------------------------------------------------------
 
@@ -223,10 +220,10 @@ class SnapshotCopier:
         if content == _POSITION_DELETES:
             data = self._rewrite_position_deletes(data)
         elif content == 0:
-            n, total = rows_digest(pq.read_table(io.BytesIO(data)))
+            n, total = file_digest(data)
             rows, digest = n, f"{total:032x}"
         kind = "data" if content == 0 else "delete"
-        self._store(CopiedFile(path, self.dest_path(path), kind, len(data), _sha(data), rows, digest), data)
+        self._store(CopiedFile(path, self.dest_path(path), kind, len(data), sha256_hex(data), rows, digest), data)
         return len(data)
 
     def _rewrite_position_deletes(self, data: bytes) -> bytes:
@@ -246,12 +243,14 @@ class SnapshotCopier:
             return known.dest
         doc = dict(doc)
         doc["location"] = self.dest_path(doc["location"])
-        doc["snapshots"] = [{**s, "manifest-list": self.dest_path(s["manifest-list"])} for s in doc.get("snapshots", [])]
+        doc["snapshots"] = [
+            {**s, "manifest-list": self.dest_path(s["manifest-list"])} for s in doc.get("snapshots", [])
+        ]
         doc["metadata-log"] = []
         doc["statistics"] = []
         doc["partition-statistics"] = []
         data = json.dumps(doc, indent=None, separators=(",", ":")).encode()
-        self._store(CopiedFile(path, dest, "metadata", len(data), _sha(data)), data)
+        self._store(CopiedFile(path, dest, "metadata", len(data), sha256_hex(data)), data)
         return dest
 
     # -- io ------------------------------------------------------------------------------------
@@ -264,7 +263,7 @@ class SnapshotCopier:
         with AvroOutputFile[Record](sink, schema, name, metadata=meta) as writer:  # type: ignore[arg-type]
             writer.write_block(records)
         data = out.getvalue()
-        self._store(CopiedFile(source, self.dest_path(source), kind, len(data), _sha(data)), data)
+        self._store(CopiedFile(source, self.dest_path(source), kind, len(data), sha256_hex(data)), data)
         return len(data)
 
     def _store(self, copy: CopiedFile, data: bytes) -> None:
@@ -277,17 +276,16 @@ class SnapshotCopier:
         self.files_copied += 1
         self.bytes_copied += len(data)
 
-
     def _same_in_dest(self, copy: CopiedFile) -> bool:
         if copy.kind in ("manifest", "manifest-list"):
             return False  # rewritten Avro differs byte for byte on every write (random sync marker)
         target = self._dst.new_input(copy.dest)
         if not target.exists() or len(target) != copy.size:
             return False
-        return _sha(read_bytes(self._dst, copy.dest)) == copy.sha256
+        return sha256_hex(read_bytes(self._dst, copy.dest)) == copy.sha256
 
 
-def _sha(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -299,6 +297,18 @@ def _current(doc: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _snapshot(doc: dict[str, Any], snapshot_id: int) -> dict[str, Any]:
+    for snapshot in doc.get("snapshots", []):
+        if snapshot["snapshot-id"] == snapshot_id:
+            return dict(snapshot)
+    raise ReplicaError(f"snapshot {snapshot_id} is not in the table metadata")
+
+
+def file_digest(data: bytes) -> tuple[int, int]:
+    """``(rows, digest)`` of a Parquet data file's bytes (see :func:`rows_digest`)."""
+    return rows_digest(pq.read_table(io.BytesIO(data)))
+
+
 def _read_avro(fio: FileIO, path: str) -> tuple[list[Record], Any, dict[str, str]]:
     with AvroFile[Record](fio.new_input(path)) as reader:
         records = list(reader)
@@ -308,9 +318,12 @@ def _read_avro(fio: FileIO, path: str) -> tuple[list[Record], Any, dict[str, str
     return records, schema, meta
 
 
-def live_files(fio: FileIO, doc: dict[str, Any]) -> Iterator[tuple[str, int]]:
-    """``(path, content)`` of every live data and delete file of the current snapshot."""
-    current = _current(doc)
+def live_files(fio: FileIO, doc: dict[str, Any], snapshot_id: int | None = None) -> Iterator[tuple[str, int]]:
+    """``(path, content)`` of every live data and delete file of a snapshot (default: the current one).
+
+    Raises ReplicaError when the snapshot is not in the table's metadata.
+    """
+    current = _current(doc) if snapshot_id is None else _snapshot(doc, snapshot_id)
     if current is None:
         return
     lists, _, _ = _read_avro(fio, current["manifest-list"])
