@@ -95,6 +95,7 @@ class Replicator:
         self._settings, self.source, self.dest = settings, source, dest
         self._crash = crash or (lambda _point: None)
         self._namespace = settings.lake.namespace
+        self.copier: SnapshotCopier | None = None  # of the last round, for its counters
 
     def run_round(self) -> RoundReport:
         """Run one round. Raises RegionUnavailableError (source unreachable), ReplicationError."""
@@ -145,7 +146,7 @@ class Replicator:
         raise ReplicationError("unreachable")  # pragma: no cover
 
     def _copy_tables(self, pinned: dict[str, str], state: ReplicaState, report: RoundReport) -> dict[str, TableCopy]:
-        copier = SnapshotCopier(
+        copier = self.copier = SnapshotCopier(
             file_io(self.source.warehouse, self.source.io_properties),
             file_io(self.dest.warehouse, self.dest.io_properties),
             self.source.warehouse,
