@@ -98,6 +98,9 @@ class Drill:
             self._script(gateways)
         except (DrError, OSError, sqlite3.Error) as exc:
             self.report.checks.append(Check("drill", False, f"the drill stopped: {type(exc).__name__}: {exc}"))
+        except Exception as exc:  # a drill always ends in a report; the type names the cause
+            self.report.checks.append(Check("drill", False, f"the drill stopped on an unexpected {type(exc).__name__}"))
+            log.exception("dr.drill_failed")
         finally:
             for gateway in gateways:
                 gateway.stop()
@@ -211,10 +214,8 @@ class Drill:
         target = replicated[0] if replicated else None
         written: list[AckedWrite] = []
         try:
-            read_ok = wait_until(
-                lambda: target is None or client.request("GET", f"/fhir/{target.reference}").status_code == 200,
-                _START_TIMEOUT_S,
-            )
+            path = f"/fhir/{target.reference}" if target is not None else "/fhir/Patient?_count=1"
+            read_ok = wait_until(lambda: client.request("GET", path).status_code == 200, _START_TIMEOUT_S)
             read_at = time.time()
             rid = f"dr-{self.drill_id}-after-failover"
             write_ok = wait_until(lambda: _append(written, put(client, "Patient", rid, patient_body(rid))), 60)

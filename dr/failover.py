@@ -85,7 +85,11 @@ def failback(settings: Settings) -> SwitchReport:
     epoch = control.epoch + 1
     fenced = fence(current, epoch, primary.name)  # writes stop here before the final round
     preserved = _preserve_journal(primary, epoch)
-    round_report: RoundReport = Replicator(settings, current, primary).run_round()
+    try:
+        round_report: RoundReport = Replicator(settings, current, primary).run_round()
+    except BaseException:
+        unfence(current)  # nothing switched: the active region takes writes again
+        raise
     unfence(primary)
     _switch(settings, control, "failback", primary.name, epoch)
     _, forward = open_state(settings, current)

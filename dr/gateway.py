@@ -140,6 +140,13 @@ class DrillClient:
     def request(self, method: str, path: str, body: bytes | None = None) -> httpx.Response:
         if self._token is None:
             self.login()
+        reply = self._send(method, path, body)
+        if reply.status_code == 401:  # the token expired (tokens live 5 minutes): once more with a new one
+            self.login()
+            reply = self._send(method, path, body)
+        return reply
+
+    def _send(self, method: str, path: str, body: bytes | None) -> httpx.Response:
         headers = {**FHIR_JSON, "Authorization": f"Bearer {self._token}"}
         return self._http.request(method, path, content=body, headers=headers)
 

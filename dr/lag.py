@@ -73,3 +73,26 @@ def _audit_lag(settings: Settings, source: Any, heads: dict[str, int]) -> dict[s
         head = last_seq(trail)
         out[trail.name] = {"head_seq": head, "replicated_seq": int(heads.get(trail.name, 0))}
     return out
+
+
+def prometheus_text(lag: dict[str, Any]) -> str:
+    """The lag as Prometheus text exposition (for the gateway's metrics endpoint)."""
+    lines = [
+        "# HELP fhirlake_dr_snapshots_behind Iceberg snapshots of the active region not yet in the other one.",
+        "# TYPE fhirlake_dr_snapshots_behind gauge",
+    ]
+    for name, table in sorted(lag["tables"].items()):
+        lines.append(f'fhirlake_dr_snapshots_behind{{table="{name}"}} {table["snapshots_behind"]}')
+    lines += [
+        "# HELP fhirlake_dr_seconds_behind Age of the oldest change not yet replicated.",
+        "# TYPE fhirlake_dr_seconds_behind gauge",
+    ]
+    for name, table in sorted(lag["tables"].items()):
+        lines.append(f'fhirlake_dr_seconds_behind{{table="{name}"}} {table["seconds_behind"]}')
+    journal = lag["journal"]
+    lines.append(f'fhirlake_dr_seconds_behind{{table="_journal"}} {journal["seconds_behind"]}')
+    lines += [
+        "# TYPE fhirlake_dr_journal_transactions_behind gauge",
+        f"fhirlake_dr_journal_transactions_behind {journal['transactions_behind']}",
+    ]
+    return "\n".join(lines) + "\n"

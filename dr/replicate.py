@@ -110,7 +110,10 @@ class Replicator:
         report = RoundReport(self.source.name, self.dest.name, generation)
         pinned, point = self._pin_and_stage(generation)
         audit = copy_trails(self.source, self.dest, trail_prefix(self._settings, self.source.name))
-        copies = self._copy_tables(pinned, state, report)
+        try:
+            copies = self._copy_tables(pinned, state, report)
+        except OSError as exc:  # a file of the source is missing or unreadable: nothing is advanced
+            raise ReplicationError(f"a table file could not be copied: {type(exc).__name__}: {exc}") from exc
         self._crash("before-commit")
         meta = {
             "generation": generation,
@@ -190,7 +193,7 @@ def follow(settings: Settings, stop: threading.Event, on_round: Callable[[RoundR
             break
         try:
             report = replicate_once(settings)
-        except (ReplicationError, RegionUnavailableError, OSError) as exc:
+        except Exception as exc:  # keep following; nothing of a failed round was advanced
             log.error("dr.round_failed", error=type(exc).__name__)
         else:
             rounds += 1

@@ -11,7 +11,7 @@ import pytest
 
 from dr.errors import RegionFencedError
 from dr.failover import failover
-from dr.lag import replication_lag
+from dr.lag import prometheus_text, replication_lag
 from dr.region import RegionGuard, region, regions
 from dr.replicate import Replicator, open_lake, open_state, replicate_once
 from dr.verify import verify_region, verify_tables
@@ -182,3 +182,6 @@ def test_status_reports_lag_per_table_and_journal(settings: Settings) -> None:
         lag = replication_lag(settings)
     assert lag["tables"]["patient"]["snapshots_behind"] == 0
     assert lag["journal"]["transactions_behind"] == 0 and lag["journal"]["seconds_behind"] == 0
+    metrics = prometheus_text(lag)
+    assert 'fhirlake_dr_snapshots_behind{table="patient"} 0' in metrics
+    assert "fhirlake_dr_journal_transactions_behind 0" in metrics
