@@ -299,12 +299,3 @@ def _audit_head(target: Region, settings: Settings) -> int:
     prefix = trail_prefix(settings, target.name)
     trails = [p for p in target.audit_dir.glob(f"{prefix}*") if p.is_dir() and not (p / "replica.json").exists()]
     return sum(verify(p).records for p in trails)
-
-
-def clean_lost(settings: Settings) -> None:
-    """Put back state directories a crashed drill left renamed (``<dir>.drill-*-lost``)."""
-    for target in regions(settings):
-        for name in STATE_DIRS:
-            for lost in target.root.glob(f"{name}.drill-*-lost"):
-                if not (target.root / name).exists():  # never delete: a human decides about doubles
-                    lost.rename(target.root / name)

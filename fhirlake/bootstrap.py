@@ -13,6 +13,7 @@ from audit.segments import SegmentFileSink
 from audit.sinks import AuditSink
 from audit.trail import AuditTrail
 from audit.worm import WormSink
+from dr.errors import RegionFencedError
 from dr.region import RegionGuard, active_region, trail_prefix
 from fhirlake.settings import Settings
 from fhirlake.tls_serve import tls_files
@@ -107,6 +108,7 @@ class Container:
     auditing: AuditRecorder
     audit_queries: AuditQueries
     audit_mirror: AuditMirror
+    region_guard: RegionGuard | None = None
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -115,7 +117,17 @@ class Container:
         self.audit_mirror.start()
 
     def ready(self) -> bool:
-        return self.lake_writer.last_error is None and self.keys.healthy()
+        return self.lake_writer.last_error is None and self.keys.healthy() and not self._fenced()
+
+    def _fenced(self) -> bool:
+        """A region fenced by a failover is not ready: load balancers stop sending it traffic."""
+        if self.region_guard is None:
+            return False
+        try:
+            self.region_guard.check()
+        except RegionFencedError:
+            return True
+        return False
 
     def close(self) -> None:
         """Stop accepting, write everything accepted to the lake, release resources."""
@@ -203,6 +215,7 @@ def build(settings: Settings) -> Container:
         auditing,
         queries,
         mirror,
+        guard,
     )
 
 

@@ -18,7 +18,7 @@ from dr.verify import verify_region, verify_tables
 from fhirlake.settings import Settings
 from lake.replica import file_io, live_files, metadata_doc, rows_digest
 from tests.dr.support import Callers, gateway, post_canary
-from tests.fixtures.app import flush_lake, make_settings
+from tests.fixtures.app import container_of, flush_lake, make_settings
 
 
 class Crash(Exception):
@@ -162,6 +162,7 @@ def test_failover_fences_the_old_primary(settings: Settings) -> None:
         reply = client.post("/fhir", content=b'{"resourceType":"Bundle","type":"batch","entry":[]}')
         assert reply.status_code == 503, reply.text  # the old primary acknowledges nothing any more
         assert reply.json()["resourceType"] == "OperationOutcome"
+        assert not container_of(client).ready()
     with pytest.raises(RegionFencedError):
         RegionGuard(settings, primary).check()
 
