@@ -115,8 +115,9 @@ class Drill:
         self.timeline.mark("failover")
         self._audited(AuditAction.DR_FAILOVER, lambda: failover(self.settings))
         self._measure_rpo(acked)
+        audited_before = _audit_head(self.secondary, self.settings)  # the operator's failover record
         secondary_gw = self._gateway(gateways, wait=False)
-        extra = self._measure_rto(secondary_gw, acked)
+        extra = self._measure_rto(secondary_gw, acked, audited_before)
         self.timeline.mark("verify secondary")
         self._verify("secondary", self.secondary, None, secondary_gw, acked + extra, erased)
         self.timeline.mark("failback")
@@ -207,7 +208,7 @@ class Drill:
         lost = [w for w in acked if (w.resource_type, w.id, w.version) not in present]
         self.report.set_rpo(acked, lost)
 
-    def _measure_rto(self, gateway: GatewayProcess, acked: list[AckedWrite]) -> list[AckedWrite]:
+    def _measure_rto(self, gateway: GatewayProcess, acked: list[AckedWrite], audited: int) -> list[AckedWrite]:
         self.timeline.mark("measure RTO")
         client = self._client(gateway, self._identity(Role.EMR_INTEGRATION))
         replicated = [w for w in acked if w.reference not in self.report.lost_references()]
@@ -222,7 +223,8 @@ class Drill:
             write_at = time.time()
         finally:
             client.close()
-        audit_ok = wait_until(lambda: _audit_head(self.secondary, self.settings) > 0, 30)
+        # The gateway's own records (its requests above), beyond what the operator's commands wrote.
+        audit_ok = wait_until(lambda: _audit_head(self.secondary, self.settings) > audited, 30)
         audit_at = time.time()
         self.report.set_rto(read_ok, read_at, write_ok, write_at, audit_ok, audit_at)
         return written

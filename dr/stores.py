@@ -54,6 +54,8 @@ def staging_dir(dest: Region, generation: int) -> Path:
 
 def read_lake_seq(source: Region) -> int:
     """The journal position the source's lake tables hold (read before the tables are pinned)."""
+    if not source.journal.exists():
+        return 0
     with closing(_open_ro(source.journal)) as conn:
         row = conn.execute("SELECT value FROM state WHERE name='lake_seq'").fetchone()
     return 0 if row is None else int(row[0])
@@ -76,6 +78,8 @@ def stage(source: Region, dest: Region, generation: int, lake_seq: int) -> Journ
             (target / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             shutil.copyfile(source.root / rel, target / rel)
             (target / rel).chmod(0o600)
+    if not (target / JOURNAL).exists():
+        return JournalPoint(0, None, lake_seq)
     return _fix_journal(target / JOURNAL, lake_seq)
 
 
