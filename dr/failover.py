@@ -62,6 +62,7 @@ def failover(settings: Settings) -> SwitchReport:
         raise DrStateError(f"region {new.name} never received a replication round; it cannot be promoted")
     epoch = control.epoch + 1
     fenced = fence(old, epoch, new.name) if old.root.exists() else False
+    state.mark_promoted(epoch)  # a round still in flight from the old region cannot commit any more
     settle(old if old.reachable() else None, new, generation)
     unfence(new)
     _switch(settings, control, "failover", new.name, epoch)
@@ -90,6 +91,8 @@ def failback(settings: Settings) -> SwitchReport:
     except BaseException:
         unfence(current)  # nothing switched: the active region takes writes again
         raise
+    _, back = open_state(settings, primary)
+    back.mark_promoted(epoch)
     unfence(primary)
     _switch(settings, control, "failback", primary.name, epoch)
     _, forward = open_state(settings, current)

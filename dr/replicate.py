@@ -100,6 +100,7 @@ class Replicator:
     def run_round(self) -> RoundReport:
         """Run one round. Raises RegionUnavailableError (source unreachable), ReplicationError."""
         started = time.monotonic()
+        epoch = load_control(self._settings).epoch
         if not self.source.reachable():
             raise RegionUnavailableError(f"region {self.source.name} cannot be reached")
         self.dest.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -124,7 +125,7 @@ class Replicator:
             "audit_heads": audit.heads,
             "round_at": time.time(),
         }
-        state.commit({name: pinned[name] for name in copies}, copies, meta)
+        state.commit({name: pinned[name] for name in copies}, copies, meta, epoch=epoch)
         self._crash("after-commit")
         settle(self.source, self.dest, generation)
         register_copy(self.source, self.dest)

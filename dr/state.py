@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from dr.errors import ReplicationError
 from lake.replica import CopiedFile, TableCopy
 
 _DDL = (
@@ -122,13 +123,20 @@ class ReplicaState:
             rows = conn.execute(text("SELECT name, value FROM dr_meta")).fetchall()
         return {str(r[0]): json.loads(r[1]) for r in rows}
 
-    def commit(self, sources: Mapping[str, str], copies: Mapping[str, TableCopy], meta: Mapping[str, Any]) -> None:
+    def commit(
+        self, sources: Mapping[str, str], copies: Mapping[str, TableCopy], meta: Mapping[str, Any], *, epoch: int
+    ) -> None:
         """Advance the catalog pointers of ``copies`` and record the round, in one transaction.
 
-        ``sources`` maps each table to the source metadata location it was copied from.
+        ``sources`` maps each table to the source metadata location it was copied from; ``epoch``
+        is the DR epoch the round started in. Raises ReplicationError (and changes nothing) when
+        this destination was promoted since: a late round must never overwrite a promoted region.
         """
         now = time.time_ns() // 1000
         with self._engine.begin() as conn:
+            row = conn.execute(text("SELECT value FROM dr_meta WHERE name='promoted_epoch'")).fetchone()
+            if row is not None and int(json.loads(row[0])) > epoch:
+                raise ReplicationError("the destination was promoted after this round began; nothing was advanced")
             for name, copy in copies.items():
                 self._point(conn, name, copy.metadata_location)
                 conn.execute(text("DELETE FROM dr_tables WHERE name=:n"), {"n": name})
@@ -181,6 +189,14 @@ class ReplicaState:
                     "WHERE catalog_name=:c AND table_namespace=:ns AND table_name=:t"
                 ),
                 {**key, "loc": location, "prev": row[0]},
+            )
+
+    def mark_promoted(self, epoch: int) -> None:
+        """Record that this region became active at ``epoch``: rounds begun before it cannot commit here."""
+        with self._engine.begin() as conn:
+            conn.execute(text("DELETE FROM dr_meta WHERE name='promoted_epoch'"))
+            conn.execute(
+                text("INSERT INTO dr_meta(name, value) VALUES ('promoted_epoch', :v)"), {"v": json.dumps(epoch)}
             )
 
     def reset_tables(self) -> None:

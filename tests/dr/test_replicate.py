@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dr.errors import RegionFencedError
+from dr.errors import RegionFencedError, ReplicationError
 from dr.failover import failover
 from dr.lag import prometheus_text, replication_lag
 from dr.region import RegionGuard, region, regions
@@ -234,3 +234,22 @@ def test_a_replicate_process_killed_mid_copy_resumes_to_the_same_result(settings
     assert _contents(settings, "secondary") == _contents(settings, "tertiary")
     assert resumed.files_copied + copied <= clean.files_copied + 1  # at most the one file in flight again
     assert resumed.files_skipped >= copied - 1
+
+
+def test_a_round_still_in_flight_cannot_commit_into_a_promoted_region(settings: Settings) -> None:
+    primary, secondary = regions(settings)
+    with gateway(settings, Callers()) as client:
+        post_canary(client)
+        replicate_once(settings)
+        post_canary(client)
+    promoted_tables = _table_states(settings, "secondary")
+    late = Replicator(settings, primary, secondary, crash=lambda point: _failover_at(settings, point))
+    with pytest.raises(ReplicationError):
+        late.run_round()  # it copied its files, then the secondary was promoted under it
+    assert _table_states(settings, "secondary") == promoted_tables
+    _consistent(settings, "secondary")
+
+
+def _failover_at(settings: Settings, point: str) -> None:
+    if point == "before-commit":
+        failover(settings)
