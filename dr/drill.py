@@ -1,7 +1,8 @@
 """``fhirlake dr drill``: the scripted proof that the data outlives the loss of a region.
 
 1. start the primary gateway; erase one canary patient ($purge) so shredding is put to the test;
-2. write canary data under load (``dr.drill_writers`` writers) while replication follows;
+2. write canary data under load (``dr.drill_writers`` writers); once the primary's lake holds the
+   first of it, replicate one round, then keep writing while replication follows;
 3. lose the primary: kill its gateway (SIGKILL) and make its storage unreachable (:class:`Outage`);
 4. RPO: every acknowledged write not in the secondary, by reference and version, and in seconds;
 5. fail over; start the secondary gateway; RTO: from the loss until an authenticated read, an
@@ -33,6 +34,7 @@ from dr.gateway import DrillClient, GatewayProcess, Identity, register_identity,
 from dr.region import STATE_DIRS, Region, load_control, region, regions
 from dr.replicate import follow, replicate_once
 from dr.report import DrillReport, Timeline
+from dr.stores import read_lake_seq
 from dr.verify import Check, verify_region
 from fhirlake.errors import FhirlakeError
 from fhirlake.settings import Settings
@@ -188,6 +190,7 @@ class Drill:
             target=lambda: rounds.append(follow(self.settings, stop)), name="dr-follow", daemon=True
         )
         load.start()
+        self._first_round(load)
         follower.start()
         time.sleep(self.settings.dr.drill_load_s)
         self.timeline.mark("lose the primary")
@@ -197,9 +200,18 @@ class Drill:
         follower.join(timeout=120)
         load.stop()
         self.outage.lose()
-        self.report.rounds = rounds[0] if rounds else 0
+        self.report.rounds = 1 + (rounds[0] if rounds else 0)  # the first round and those that followed
         self.report.refused_writes = load.refused
         return list(load.acked)
+
+    def _first_round(self, load: CanaryLoad) -> None:
+        """Once canaries reached the primary's lake, one round: every drill replicates table snapshots."""
+        wait_until(lambda: len(load.acked) >= 10, 30)
+        target = _last_seq(self.primary)
+        timeout = 3 * self.settings.lake.commit_interval_s + 30
+        if not wait_until(lambda: read_lake_seq(self.primary) >= target, timeout, 0.2):
+            raise DrError("the primary's lake writer did not commit the canary writes in time")
+        self._audited(AuditAction.DR_REPLICATE, lambda: replicate_once(self.settings))
 
     def _measure_rpo(self, acked: list[AckedWrite]) -> None:
         """Acknowledged writes the secondary's replicated journal does not hold."""
@@ -281,6 +293,11 @@ def _append(found: list[AckedWrite], ack: AckedWrite | None) -> bool:
     if ack is not None:
         found.append(ack)
     return ack is not None
+
+
+def _last_seq(target: Region) -> int:
+    with closing(sqlite3.connect(f"file:{target.journal}?mode=ro", uri=True)) as conn:
+        return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM transactions").fetchone()[0])
 
 
 def _versions_in(target: Region, acked: list[AckedWrite]) -> set[tuple[str, str, int]]:

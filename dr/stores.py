@@ -12,9 +12,9 @@ rest, exactly once, from the journal), and a copy whose bodies were pruned beyon
 is refused (the round is retried).
 
 The key store needs one more step: a shred runs in the source first, then in every registered
-copy (the destination's key store is one), so after a swap every tombstone of the source is
-applied again to the destination — a backup taken just before a shred can never bring the
-destroyed key back.
+copy (the destination's key store is one). Before a swap the tombstones of the current copy are
+applied to the staged one, and after it every tombstone of the source is applied again: a
+backup taken just before a shred never brings the destroyed key back.
 """
 
 from __future__ import annotations
@@ -141,6 +141,9 @@ def _swap(gen_dir: Path, root: Path) -> None:
     for staged in sorted(p for p in gen_dir.rglob("*") if p.is_file()):
         rel = staged.relative_to(gen_dir)
         final = root / rel
+        if str(rel) == KEYSTORE and final.exists():
+            # A shred since the backup reached the current copy (a registered copy): keep it.
+            reapply_shreds(final, staged)
         final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         for suffix in ("-wal", "-shm", "-journal"):  # leftovers of an older copy must not meet the new one
             final.with_name(final.name + suffix).unlink(missing_ok=True)
@@ -151,9 +154,11 @@ def reapply_shreds(source_store: Path, dest_store: Path) -> int:
     """Shred in ``dest_store`` every subject shredded in ``source_store``; returns how many were new."""
     if not dest_store.exists():
         return 0
-    with closing(_open_ro(source_store)) as conn:
+    # Read-write connections: a key store whose writer was killed may hold a hot rollback
+    # journal, which only a writer can roll back before reading.
+    with closing(sqlite3.connect(source_store, timeout=30.0)) as conn:
         wanted = set(conn.execute("SELECT tenant, subject FROM shredded").fetchall())
-    with closing(_open_ro(dest_store)) as conn:
+    with closing(sqlite3.connect(dest_store, timeout=30.0)) as conn:
         have = set(conn.execute("SELECT tenant, subject FROM shredded").fetchall())
     missing = sorted(wanted - have)
     if missing:
