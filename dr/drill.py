@@ -190,15 +190,18 @@ class Drill:
             target=lambda: rounds.append(follow(self.settings, stop)), name="dr-follow", daemon=True
         )
         load.start()
-        self._first_round(load)
-        follower.start()
-        time.sleep(self.settings.dr.drill_load_s)
-        self.timeline.mark("lose the primary")
-        gateway.kill()
-        self.report.loss_at = time.time()
-        stop.set()
-        follower.join(timeout=120)
-        load.stop()
+        try:
+            self._first_round(load)
+            follower.start()
+            time.sleep(self.settings.dr.drill_load_s)
+            self.timeline.mark("lose the primary")
+            gateway.kill()
+            self.report.loss_at = time.time()
+        finally:  # also when a step above failed: no writer or round outlives this step
+            stop.set()
+            if follower.is_alive():
+                follower.join(timeout=120)
+            load.stop()
         self.outage.lose()
         self.report.rounds = 1 + (rounds[0] if rounds else 0)  # the first round and those that followed
         self.report.refused_writes = load.refused
