@@ -54,6 +54,10 @@ class AuditAction(StrEnum):
     KEY_ROTATE = "key-rotate"
     KEY_SHRED = "key-shred"
     DR = "dr"
+    DR_REPLICATE = "dr-replicate"
+    DR_FAILOVER = "dr-failover"
+    DR_FAILBACK = "dr-failback"
+    DR_DRILL = "dr-drill"
     AUDIT_READ = "audit-read"
     STARTUP = "startup"
     SHUTDOWN = "shutdown"
@@ -116,6 +120,10 @@ _KINDS: dict[AuditAction, tuple[Coding, Coding | None, str]] = {
     AuditAction.KEY_ROTATE: (_SECURITY_ALERT, _SECURITY_CONFIG, "U"),
     AuditAction.KEY_SHRED: (_SECURITY_ALERT, _SECURITY_CONFIG, "D"),
     AuditAction.DR: (_APPLICATION, None, "E"),
+    AuditAction.DR_REPLICATE: (_APPLICATION, None, "E"),
+    AuditAction.DR_FAILOVER: (_SECURITY_ALERT, _SECURITY_CONFIG, "U"),
+    AuditAction.DR_FAILBACK: (_SECURITY_ALERT, _SECURITY_CONFIG, "U"),
+    AuditAction.DR_DRILL: (_APPLICATION, None, "E"),
     AuditAction.AUDIT_READ: (_dcm("110101", "Audit Log Used"), None, "R"),
     AuditAction.STARTUP: (_APPLICATION, _dcm("110120", "Application Start"), "E"),
     AuditAction.SHUTDOWN: (_APPLICATION, _dcm("110121", "Application Stop"), "E"),

@@ -1,1 +1,1 @@
-"""Multi-region replication and DR drills. Planned: see the DR issue."""
+"""Multi-region replication, failover, failback and DR drills (docs/dr.md)."""

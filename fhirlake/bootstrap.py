@@ -13,6 +13,8 @@ from audit.segments import SegmentFileSink
 from audit.sinks import AuditSink
 from audit.trail import AuditTrail
 from audit.worm import WormSink
+from dr.errors import RegionFencedError
+from dr.region import RegionGuard, active_region, trail_prefix
 from fhirlake.settings import Settings
 from fhirlake.tls_serve import tls_files
 from ingest.auditing import AuditQueries, AuditRecorder, NullTrail, Trail
@@ -73,9 +75,19 @@ class Paths:
         return self.root / "audit"
 
 
+def region_root(settings: Settings) -> Path:
+    """The state directory of the active DR region (the data dir itself unless failed over)."""
+    return active_region(settings).root
+
+
 def open_catalog(settings: Settings) -> LakeCatalog:
+    region = active_region(settings)
     catalog = LakeCatalog.embedded(
-        Paths(settings.data_dir).lake, settings.lake.namespace, settings.lake.patient_buckets
+        Paths(region.root).lake,
+        settings.lake.namespace,
+        settings.lake.patient_buckets,
+        warehouse=region.warehouse,
+        io_properties=region.io_properties,
     )
     catalog.ensure_tables()
     return catalog
@@ -99,6 +111,7 @@ class Container:
     audit_mirror: AuditMirror
     exports: BulkExports
     sealer: RowSealer
+    region_guard: RegionGuard | None = None
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -107,7 +120,17 @@ class Container:
         self.audit_mirror.start()
 
     def ready(self) -> bool:
-        return self.lake_writer.last_error is None and self.keys.healthy()
+        return self.lake_writer.last_error is None and self.keys.healthy() and not self._fenced()
+
+    def _fenced(self) -> bool:
+        """A region fenced by a failover is not ready: load balancers stop sending it traffic."""
+        if self.region_guard is None:
+            return False
+        try:
+            self.region_guard.check()
+        except RegionFencedError:
+            return True
+        return False
 
     def close(self) -> None:
         """Stop accepting, write everything accepted to the lake, release resources."""
@@ -124,7 +147,7 @@ class Container:
 
 def open_keys(settings: Settings) -> DataKeys:
     """The tenant's data keys: KMS provider plus the key store under ``<data-dir>/keys``."""
-    paths = Paths(settings.data_dir.resolve())
+    paths = Paths(region_root(settings))
     sec = settings.security
     policy = CachePolicy(sec.key_cache_size, sec.key_cache_ttl_s, sec.kms_check_interval_s, sec.kms_retry_after_s)
     provider = load_provider(sec.kms, paths.keys)
@@ -144,9 +167,12 @@ def open_sealer(settings: Settings, keys: DataKeys) -> RowSealer:
 
 
 def build(settings: Settings) -> Container:
-    root = settings.data_dir.resolve()
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths = Paths(root)
+    settings.data_dir.resolve().mkdir(parents=True, exist_ok=True, mode=0o700)
+    region = active_region(settings)
+    guard = RegionGuard(settings, region)
+    guard.check()  # a fenced region does not start (docs/dr.md)
+    region.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths = Paths(region.root)
     keys = open_keys(settings)
     pseudo = Pseudonymizer(keys.secret(INDEX_SUBJECT), settings.tenant)
     sealer = open_sealer(settings, keys)
@@ -154,6 +180,7 @@ def build(settings: Settings) -> Container:
         paths.journal,
         settings.ingest.group_commit_max_wait_ms,
         idempotency_ttl_s=settings.ingest.idempotency_ttl_hours * 3600.0,
+        guard=guard,
     )
     catalog = open_catalog(settings)
     lake_reader = LakeReader(catalog)
@@ -192,8 +219,9 @@ def build(settings: Settings) -> Container:
         auditing,
         queries,
         mirror,
-        BulkExports(root / "exports", reads, keys if sealer.encrypted else None, settings.tenant),
+        BulkExports(region.root / "exports", reads, keys if sealer.encrypted else None, settings.tenant),
         sealer,
+        guard,
     )
 
 
@@ -202,21 +230,25 @@ _MAX_TRAILS = 64
 
 
 def open_trail(settings: Settings, paths: Paths, keys: DataKeys) -> Trail:
-    """This process's audit trail: ``audit/trail-N``, the first one no other gateway process holds."""
+    """This process's audit trail: ``audit/trail-N`` (``trail-<region>-N`` outside the primary region),
+    the first one no other gateway process holds."""
     if not settings.audit.enabled:
         log.warning("audit_off", detail="the audit trail is OFF: benchmark use only, never with real data")
         return NullTrail()
     seed = keys.secret(AUDIT_SIGNING_SUBJECT)
+    # Each region names its trails apart (trail-N, trail-<region>-N): a replicated copy of the
+    # other region's trail is never appended to, and the Iceberg mirror keeps them apart.
+    prefix = trail_prefix(settings, active_region(settings).name)
     for n in range(1, _MAX_TRAILS + 1):
         try:
-            sink: AuditSink = SegmentFileSink(paths.audit / f"trail-{n}", fsync=settings.audit.fsync)
+            sink: AuditSink = SegmentFileSink(paths.audit / f"{prefix}{n}", fsync=settings.audit.fsync)
         except AuditConfigError:  # held by another gateway process (serve --workers)
             continue
         if settings.audit.worm_bucket:
             sink = WormSink(
                 sink,
                 bucket=settings.audit.worm_bucket,
-                prefix=f"{settings.audit.worm_prefix}/{settings.tenant}/trail-{n}",
+                prefix=f"{settings.audit.worm_prefix}/{settings.tenant}/{prefix}{n}",
                 retention_days=settings.audit.retention_days,
                 region=settings.audit.worm_region,
                 endpoint_url=settings.audit.worm_endpoint_url,
@@ -239,7 +271,7 @@ def public_base(settings: Settings) -> str:
 
 
 def open_clients(settings: Settings) -> ClientRegistry:
-    return ClientRegistry(Paths(settings.data_dir.resolve()).auth / "auth.db")
+    return ClientRegistry(Paths(region_root(settings)).auth / "auth.db")
 
 
 def build_auth(

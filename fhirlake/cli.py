@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fhirlake import audit_cli, certs_cli, cli_audit, clients_cli, keys_cli, views_cli
+from fhirlake import audit_cli, certs_cli, cli_audit, clients_cli, dr_cli, keys_cli, views_cli
 from fhirlake.errors import FhirlakeError
 from fhirlake.settings import Settings
 
@@ -157,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clients_cli.register(sub, _add_data_dir)
     audit_cli.register(sub, _add_data_dir)
     views_cli.register(sub, _add_data_dir)
+    dr_cli.register(sub, _add_data_dir)
 
     args = parser.parse_args(argv)
     args.settings_of, args.print = _settings, _print

@@ -28,6 +28,11 @@ ACTIONS: dict[tuple[str, str | None], AuditAction] = {
     ("audit", "verify"): AuditAction.AUDIT_READ,
     ("audit", "report"): AuditAction.AUDIT_READ,
     ("views", "run"): AuditAction.EXPORT,  # an extract of clinical data to a file
+    ("dr", "replicate"): AuditAction.DR_REPLICATE,
+    ("dr", "failover"): AuditAction.DR_FAILOVER,
+    ("dr", "failback"): AuditAction.DR_FAILBACK,
+    ("dr", "drill"): AuditAction.DR_DRILL,
+    ("dr", "verify"): AuditAction.DR,
 }
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -38,17 +43,27 @@ def action_of(args: argparse.Namespace) -> AuditAction | None:
 
 def record_command(settings: Settings, args: argparse.Namespace, action: AuditAction, code: int) -> None:
     """Write the command's audit record (raises AuditError when it cannot be made durable)."""
-    from fhirlake.bootstrap import Paths, open_keys, open_trail
+    patient = getattr(args, "patient", None) if action is AuditAction.KEY_SHRED else None
+    query = f"fhirlake {args.command} {getattr(args, f'{args.command}_command', '')}".strip()
+    record_event(settings, action, code, query, patient=patient)
+
+
+def record_event(settings: Settings, action: AuditAction, code: int, query: str, *, patient: str | None = None) -> None:
+    """Write one operator event to the active region's trail (also used for each step of a DR drill).
+
+    Raises AuditError when it cannot be made durable.
+    """
+    from fhirlake.bootstrap import Paths, open_keys, open_trail, region_root
     from security.keys import INDEX_SUBJECT
     from security.pseudonym import Pseudonymizer
 
     keys = open_keys(settings)
     try:
         patient_keys: tuple[str, ...] = ()
-        if action is AuditAction.KEY_SHRED and getattr(args, "patient", None):
+        if patient:
             pseudo = Pseudonymizer(keys.secret(INDEX_SUBJECT), settings.tenant)
-            patient_keys = (pseudo.patient_key(args.patient),)
-        trail = open_trail(settings, Paths(settings.data_dir.resolve()), keys)
+            patient_keys = (pseudo.patient_key(patient),)
+        trail = open_trail(settings, Paths(region_root(settings)), keys)
         try:
             trail.submit(
                 audit_event(
@@ -59,7 +74,7 @@ def record_command(settings: Settings, args: argparse.Namespace, action: AuditAc
                     role="operator",
                     site=settings.tenant,
                     patient_keys=patient_keys,
-                    query=f"fhirlake {args.command} {getattr(args, f'{args.command}_command', '')}".strip(),
+                    query=query,
                 )
             ).result(timeout=30)
         finally:

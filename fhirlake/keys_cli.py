@@ -64,7 +64,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_shred(args: argparse.Namespace) -> int:
-    from fhirlake.bootstrap import Paths
+    from fhirlake.bootstrap import Paths, region_root
     from ingest.erasure import PatientErasure
     from ingest.journal import Journal
     from security.keys import INDEX_SUBJECT
@@ -72,7 +72,7 @@ def cmd_shred(args: argparse.Namespace) -> int:
 
     settings = args.settings_of(args)
     keys = _keys(args)
-    journal = Journal(Paths(settings.data_dir.resolve()).journal)
+    journal = Journal(Paths(region_root(settings)).journal)
     try:
         pseudo = Pseudonymizer(keys.secret(INDEX_SUBJECT), settings.tenant)
         report = PatientErasure(journal, keys, pseudo).erase(args.patient)

@@ -70,6 +70,35 @@ class AuditSettings(BaseModel):
     worm_endpoint_url: str | None = None
 
 
+class RegionSettings(BaseModel):
+    """One region: a root directory (catalog, journal, key store, audit) and a warehouse."""
+
+    root: Path | None = Field(
+        default=None,
+        description="State directory of the region; default: the data dir (primary), <data-dir>/regions/<name>.",
+    )
+    warehouse: str | None = Field(
+        default=None, description="Iceberg warehouse URI, e.g. s3://bucket/warehouse; default <root>/lake/warehouse."
+    )
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint override of the warehouse (tests, VPC).")
+    s3_region: str = "us-east-1"
+
+
+class DrSettings(BaseModel):
+    """Disaster recovery: the two regions, replication cadence and the drill's targets."""
+
+    primary: str = Field(default="primary", description="Name of the region that is primary by design.")
+    secondary: str = Field(default="secondary", description="Name of the region replicated to.")
+    regions: dict[str, RegionSettings] = Field(default_factory=dict)
+    follow_interval_s: float = Field(default=5.0, gt=0, description="Pause between rounds of `dr replicate --follow`.")
+    rpo_target_s: float = Field(
+        default=60.0, gt=0, description="Drill target: most seconds of acknowledged writes lost."
+    )
+    rto_target_s: float = Field(default=300.0, gt=0, description="Drill target: longest time to serve again.")
+    drill_writers: int = Field(default=2, ge=1, le=16, description="Concurrent canary writers during a drill.")
+    drill_load_s: float = Field(default=4.0, gt=0, description="How long the drill writes before the primary is lost.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FHIRLAKE_", env_nested_delimiter="__", extra="ignore")
 
@@ -85,3 +114,4 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
+    dr: DrSettings = DrSettings()

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit.errors import AuditError
+from dr.errors import DrError
 from fhirlake.errors import FhirlakeError
 from gateway.fhir import fhir_json
 from ingest import errors as ie
@@ -47,6 +48,7 @@ STATUS_OF: dict[type[Exception], int] = {
     KeyAccessError: 503,  # fail closed: a key the KMS refuses is a key we do not have
     KeyShreddedError: 410,
     AuditError: 503,
+    DrError: 503,  # a fenced region (after a failover) accepts no writes
     AuthenticationError: 401,
     InvalidScopeError: 403,
 }

@@ -87,8 +87,17 @@ def _connect(path: Path) -> sqlite3.Connection:
 class Journal:
     """The journal database; ``submit`` runs a write job inside a group commit."""
 
-    def __init__(self, path: Path, max_wait_ms: float = 2.0, idempotency_ttl_s: float = 72 * 3600.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_wait_ms: float = 2.0,
+        idempotency_ttl_s: float = 72 * 3600.0,
+        guard: Callable[[], None] | None = None,
+    ) -> None:
+        """``guard`` runs before every group commit; if it raises, the group fails with its error
+        (the DR fence: a fenced region acknowledges nothing)."""
         self.path = path
+        self._guard = guard
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(path)
         self._writer.executescript(_SCHEMA)
@@ -133,6 +142,8 @@ class Journal:
         conn = self._writer
         results: list[tuple[Future[Any], bool, Any]] = []
         try:
+            if self._guard is not None:
+                self._guard()
             conn.execute("BEGIN IMMEDIATE")
             # Read under the write lock: several gateway processes may share this journal.
             next_seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transactions").fetchone()[0])

@@ -42,14 +42,28 @@ class LakeCatalog:
         self._lock = threading.Lock()
 
     @classmethod
-    def embedded(cls, lake_dir: Path, namespace: str = "fhir", buckets: int = 8) -> LakeCatalog:
-        """The SQLite catalog and file warehouse under ``lake_dir``."""
-        warehouse = lake_dir / "warehouse"
-        warehouse.mkdir(parents=True, exist_ok=True)
+    def embedded(
+        cls,
+        lake_dir: Path,
+        namespace: str = "fhir",
+        buckets: int = 8,
+        *,
+        warehouse: str | None = None,
+        io_properties: dict[str, str] | None = None,
+    ) -> LakeCatalog:
+        """The SQLite catalog under ``lake_dir``; the warehouse is ``lake_dir/warehouse`` unless
+        ``warehouse`` names another location (``s3://bucket/prefix`` with ``io_properties`` such as
+        ``s3.endpoint``: a region's bucket, see docs/dr.md)."""
+        if warehouse is None:
+            local = lake_dir / "warehouse"
+            local.mkdir(parents=True, exist_ok=True)
+            warehouse = local.resolve().as_uri()
+        lake_dir.mkdir(parents=True, exist_ok=True)
         catalog = SqlCatalog(
             "fhirlake",
             uri=f"sqlite:///{lake_dir / 'catalog.db'}",
-            warehouse=warehouse.resolve().as_uri(),
+            warehouse=warehouse,
+            **(io_properties or {}),
         )
         return cls(catalog, namespace, buckets)
 
