@@ -119,6 +119,11 @@ class Container:
         self.lake_writer.start()
         self.audit_mirror.start()
 
+    def metrics_text(self) -> str:
+        from fhirlake.metrics import metrics_text
+
+        return metrics_text(self)
+
     def ready(self) -> bool:
         return self.lake_writer.last_error is None and self.keys.healthy() and not self._fenced()
 

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,7 @@ from fhirlake.errors import FhirlakeError
 from gateway import errors
 from gateway.admin import router as admin_router
 from gateway.audit import AuditMiddleware
+from gateway.auth import access_for
 from gateway.auth import router as auth_router
 from gateway.export_routes import router as export_router
 from gateway.fhir import fhir_json
@@ -94,6 +95,13 @@ def create_app(container: Any) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> Response:
         return fhir_json({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus text; never public: an authenticated caller allowed to read operations data (ops)."""
+        access_for(request).require_kind("admin", "read")
+        text = await run_in_threadpool(container.metrics_text)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/readyz")
     async def readyz() -> Response:

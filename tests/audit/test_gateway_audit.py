@@ -62,6 +62,7 @@ def test_every_route_and_outcome_leaves_exactly_one_record(client: TestClient) -
     cases: list[tuple[str, str, dict[str, Any], int, str]] = [
         ("GET", "/healthz", {}, 200, "admin"),
         ("GET", "/readyz", {}, 200, "admin"),
+        ("GET", "/metrics", {}, 403, "denied"),
         ("GET", "/fhir/metadata", {}, 200, "admin"),
         ("GET", "/.well-known/jwks.json", {}, 200, "admin"),
         ("GET", "/fhir/.well-known/smart-configuration", {}, 200, "admin"),

@@ -253,3 +253,21 @@ def test_a_round_still_in_flight_cannot_commit_into_a_promoted_region(settings: 
 def _failover_at(settings: Settings, point: str) -> None:
     if point == "before-commit":
         failover(settings)
+
+
+def test_the_metrics_endpoint_shows_the_lag(settings: Settings) -> None:
+    from security.principal import Role
+    from tests.fixtures.app import TOKEN_URL
+    from tests.fixtures.identity import login, register
+
+    with gateway(settings, Callers()) as client:
+        ops = login(client, register(settings.data_dir, Role.OPS, "system/Patient.d"), TOKEN_URL).headers()
+        assert client.get("/metrics", headers=ops).status_code == 200
+        post_canary(client)
+        replicate_once(settings)
+        post_canary(client)
+        text = client.get("/metrics", headers=ops).text
+    behind = next(
+        line for line in text.splitlines() if line.startswith('fhirlake_dr_snapshots_behind{table="patient"}')
+    )
+    assert int(behind.split()[-1]) >= 1
