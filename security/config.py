@@ -22,6 +22,9 @@ class KmsSettings(BaseModel):
     aws_create_keys: bool = Field(
         default=False, description="aws-kms: create a tenant KEK when its alias is missing (else fail)."
     )
+    aws_multi_region: bool = Field(
+        default=True, description="aws-kms: keys it creates are multi-region, so a DR region can hold replicas."
+    )
     timeout_s: float = Field(default=2.0, gt=0, description="Connect and read timeout of one KMS call.")
 
 

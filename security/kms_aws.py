@@ -113,16 +113,36 @@ class AwsKmsProvider:
             self._aliases[tenant] = (arn, time.monotonic() + _ALIAS_TTL_S)
         return arn
 
+    def in_region(self, kek_id: str) -> str:
+        """``kek_id`` as this region calls it.
+
+        A multi-region key (``mrk-…``) has one key id and an ARN per region: data keys
+        wrapped in the primary region name the primary's ARN, and the secondary region
+        unwraps them with its replica (same key material) by rewriting the ARN's region.
+        Single-region keys are left alone: they are usable only where they live.
+        """
+        parts = kek_id.split(":", 5)
+        if len(parts) == 6 and parts[0] == "arn" and parts[5].startswith("key/mrk-"):
+            region = self._settings.aws_region
+            if region and parts[3] != region:
+                parts[3] = region
+                return ":".join(parts)
+        return kek_id
+
     def generate_data_key(self, kek_id: str, context: Context) -> tuple[bytes, bytes]:
         """A fresh AES-256 DEK ``(plaintext, wrapped)``. Raises KmsUnavailableError, KeyAccessError."""
         with _kms_errors("GenerateDataKey"):
-            out = self._client.generate_data_key(KeyId=kek_id, KeySpec="AES_256", EncryptionContext=dict(context))
+            out = self._client.generate_data_key(
+                KeyId=self.in_region(kek_id), KeySpec="AES_256", EncryptionContext=dict(context)
+            )
         return bytes(out["Plaintext"]), bytes(out["CiphertextBlob"])
 
     def decrypt_data_key(self, kek_id: str, wrapped: bytes, context: Context) -> bytes:
         """Unwrap a DEK wrapped under ``kek_id`` with ``context``. Raises KmsUnavailableError, KeyAccessError."""
         with _kms_errors("Decrypt"):
-            out = self._client.decrypt(CiphertextBlob=wrapped, EncryptionContext=dict(context), KeyId=kek_id)
+            out = self._client.decrypt(
+                CiphertextBlob=wrapped, EncryptionContext=dict(context), KeyId=self.in_region(kek_id)
+            )
         return bytes(out["Plaintext"])
 
     def rewrap(self, kek_id: str, wrapped: bytes, new_kek_id: str, context: Context) -> bytes:
@@ -131,8 +151,8 @@ class AwsKmsProvider:
             out = self._client.re_encrypt(
                 CiphertextBlob=wrapped,
                 SourceEncryptionContext=dict(context),
-                SourceKeyId=kek_id,
-                DestinationKeyId=new_kek_id,
+                SourceKeyId=self.in_region(kek_id),
+                DestinationKeyId=self.in_region(new_kek_id),
                 DestinationEncryptionContext=dict(context),
             )
         return bytes(out["CiphertextBlob"])
@@ -180,6 +200,7 @@ class AwsKmsProvider:
                 Description=f"fhirlake KEK of tenant {tenant}",
                 KeyUsage="ENCRYPT_DECRYPT",
                 KeySpec="SYMMETRIC_DEFAULT",
+                MultiRegion=self._settings.aws_multi_region,  # replicable to the DR region
                 Tags=[{"TagKey": "tenant", "TagValue": tenant}],
             )
         return str(out["KeyMetadata"]["Arn"])

@@ -33,6 +33,7 @@ def kms_settings(url: str, **overrides: object) -> KmsSettings:
         "aws_endpoint_url": url,
         "aws_alias_prefix": f"alias/fhirlake-{uuid.uuid4().hex[:12]}",
         "aws_create_keys": True,
+        "aws_multi_region": False,  # moto cannot decrypt under multi-region keys (real KMS can)
         "timeout_s": 2.0,
         **overrides,
     }
@@ -165,3 +166,21 @@ def test_registry_loads_the_aws_provider(kms_url: str, tmp_path: Path) -> None:
     assert isinstance(provider, AwsKmsProvider)
     assert provider.name == "aws-kms"
     provider.probe("acme")
+
+
+def test_the_dr_region_unwraps_with_its_replica_of_a_multi_region_key(kms_url: str, tmp_path: Path) -> None:
+    primary = AwsKmsProvider(kms_settings(kms_url, aws_region="us-east-1", aws_multi_region=True), tmp_path)
+    kek = primary.current_kek("acme")
+    assert ":key/mrk-" in kek  # created multi-region, so the DR region can hold a replica
+    plain, wrapped = b"k" * 32, b"wrapped-under-the-primary"  # moto cannot wrap under an mrk key
+    # The DR region's provider calls KMS with its own region's ARN of the same key id.
+    client = boto3.client("kms", region_name="us-west-2", endpoint_url=kms_url)
+    secondary = AwsKmsProvider(kms_settings(kms_url, aws_region="us-west-2"), tmp_path, client=client)
+    replica = secondary.in_region(kek)
+    assert replica == kek.replace(":us-east-1:", ":us-west-2:")
+    with Stubber(client) as stub:
+        expected = {"CiphertextBlob": wrapped, "EncryptionContext": ctx("acme"), "KeyId": replica}
+        stub.add_response("decrypt", {"Plaintext": plain, "KeyId": replica}, expected)
+        assert secondary.decrypt_data_key(kek, wrapped, ctx("acme")) == plain
+    single = "arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d-1111-2222-3333-444455556666"
+    assert secondary.in_region(single) == single  # a single-region key is never redirected
