@@ -29,6 +29,10 @@ class LimitSettings(BaseModel):
     max_depth: int = Field(default=64, ge=8, le=512)
     max_entries: int = Field(default=10_000, ge=1)
     max_count: int = Field(default=1000, ge=1, description="Largest _count a search may ask for.")
+    client_rate_per_s: float = Field(default=200.0, gt=0, description="Requests per second one client may sustain.")
+    client_burst: int = Field(default=400, ge=1, description="Requests one client may send at once above its rate.")
+    client_in_flight: int = Field(default=32, ge=1, description="Concurrent requests of one client.")
+    max_in_flight: int = Field(default=256, ge=1, description="Concurrent requests in all; past it, 503 (shedding).")
 
 
 class IngestSettings(BaseModel):

@@ -24,6 +24,7 @@ from gateway.auth import router as auth_router
 from gateway.export_routes import router as export_router
 from gateway.fhir import fhir_json
 from gateway.routes import router
+from gateway.throttle import ShedMiddleware, Throttle
 from ingest.journal import JournalClosedError
 
 log = structlog.get_logger("gateway")
@@ -89,6 +90,9 @@ def create_app(container: Any) -> FastAPI:
     app.add_exception_handler(RequestValidationError, errors.handle_request_validation)
     app.add_exception_handler(Exception, errors.handle_unexpected)
 
+    limits = container.settings.limits
+    app.state.throttle = Throttle(limits.client_rate_per_s, limits.client_burst, limits.client_in_flight)
+    app.add_middleware(ShedMiddleware, max_in_flight=limits.max_in_flight)  # innermost: shed requests are audited
     app.add_middleware(AuditMiddleware)  # inner: the request log below also sees a 503 from audit
     app.add_middleware(RequestContext)
 

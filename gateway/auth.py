@@ -46,6 +46,9 @@ def access_for(request: Request, *, write: bool = False) -> Access:
     auth = request.app.state.container.auth
     access: Access = auth.access(request.headers.get("authorization"), request.scope, write=write)
     request.scope[ACCESS_KEY] = access  # the audit record names the caller and what it was shown
+    throttle = getattr(request.app.state, "throttle", None)
+    if throttle is not None:
+        throttle.admit(f"{access.principal.tenant}/{access.principal.client_id}", request.scope)
     return access
 
 

@@ -39,6 +39,7 @@ STATUS_OF: dict[type[Exception], int] = {
     ie.PreconditionFailedError: 412,
     ie.PayloadTooLargeError: 413,
     ie.UnsupportedMediaTypeError: 415,
+    ie.ThrottledError: 429,
     ie.BackpressureError: 503,
     JournalClosedError: 503,
     ViewDefinitionError: 400,  # before LakeError: a bad view is the caller's, not an outage
@@ -88,6 +89,8 @@ def outcome_of(exc: BaseException) -> dict[str, object]:
 def error_response(exc: BaseException) -> Response:
     status = status_of(exc)
     headers = {"Retry-After": "5"} if status == 503 else None
+    if isinstance(exc, ie.ThrottledError):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="fhirlake"'}
     return fhir_json(outcome_of(exc), status=status, headers=headers)

@@ -114,6 +114,14 @@ class BackpressureError(IngestError):
     issue_code = "transient"
 
 
+class ThrottledError(IngestError):
+    """A client past its rate or concurrency limit (429); ``retry_after_s`` says when to come back."""
+
+    code = "throttled"
+    issue_code = "throttled"
+    retry_after_s: int = 1
+
+
 def entry_issue(index: int | None, path: str, code: str, message: str) -> Issue:
     """An issue located at ``Bundle.entry[index].<path>`` (or at ``path`` when not in a bundle)."""
     where = f"Bundle.entry[{index}]" + (f".{path}" if path else "") if index is not None else path
