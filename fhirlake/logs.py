@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from fhirlake.tracing import trace_ids
+
 SAFE_KEYS = frozenset(
     {
         "event",
@@ -47,6 +49,8 @@ SAFE_KEYS = frozenset(
         "detail",
         "demo_client",
         "demo_client_dir",
+        "trace_id",
+        "span_id",
     }
 )
 REDACTED = "[redacted]"
@@ -67,6 +71,7 @@ def configure(level: str = "info", json: bool = True) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            trace_ids,
             redact,
             renderer,
         ],

@@ -67,6 +67,9 @@ def ensure_demo_client(settings: Settings) -> Path:
 
 
 def build_app(settings: Settings, *, demo: bool = False) -> FastAPI:
+    from fhirlake.tracing import configure_tracing
+
+    configure_tracing(settings.observability.traces, settings.observability.otlp_endpoint)
     container = build(settings)
 
     @asynccontextmanager

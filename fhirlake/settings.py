@@ -103,6 +103,11 @@ class DrSettings(BaseModel):
     drill_load_s: float = Field(default=4.0, gt=0, description="How long the drill writes before the primary is lost.")
 
 
+class ObservabilitySettings(BaseModel):
+    traces: Literal["none", "otlp"] = Field(default="none", description="OpenTelemetry trace export.")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces URL (default: the SDK's).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FHIRLAKE_", env_nested_delimiter="__", extra="ignore")
 
@@ -118,4 +123,5 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     dr: DrSettings = DrSettings()

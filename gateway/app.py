@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from typing import Any
@@ -10,6 +11,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from opentelemetry import context, trace
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,6 +30,7 @@ from gateway.throttle import ShedMiddleware, Throttle
 from ingest.journal import JournalClosedError
 
 log = structlog.get_logger("gateway")
+_tracer = trace.get_tracer("fhirlake.gateway")
 
 
 class RequestContext:
@@ -52,17 +55,25 @@ class RequestContext:
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
+        span = _tracer.start_span(f"HTTP {scope['method']}", kind=trace.SpanKind.SERVER)
+        span.set_attribute("http.request.method", scope["method"])
+        token = context.attach(trace.set_span_in_context(span))
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            template = getattr(scope.get("route"), "path", "unmatched")
+            span.update_name(f"HTTP {scope['method']} {template}")  # the template, never the raw path
+            span.set_attribute("http.route", template)
+            span.set_attribute("http.response.status_code", status)
             log.info(
                 "request",
                 method=scope["method"],
-                route=getattr(route, "path", "unmatched"),
+                route=template,
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
+            context.detach(token)
+            span.end()
             structlog.contextvars.unbind_contextvars("request_id")
 
 
@@ -76,8 +87,18 @@ def _request_id(given: str | None) -> str:
     return str(uuid.uuid4())
 
 
+def _no_native_telemetry() -> dict[str, Any]:
+    """FastAPI >= 0.160 traces requests itself once a tracer provider exists, with the raw query
+    string (``url.query``: identifiers, names) and exception messages. Our own request span names
+    the route template only, so the native one is switched off where it exists."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    off = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False, "auto_configure": False}
+    return {"telemetry": off}
+
+
 def create_app(container: Any) -> FastAPI:
-    app = FastAPI(title="fhirlake", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="fhirlake", docs_url=None, redoc_url=None, openapi_url=None, **_no_native_telemetry())
     app.state.container = container
     app.state.base_url = container.settings.server.base_url
     app.include_router(auth_router)  # first: /fhir/.well-known/… must not fall into /fhir/{rtype}/{rid}

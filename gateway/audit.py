@@ -12,10 +12,13 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import ACCESS_KEY
 from ingest.auditing import RequestFacts
+
+_tracer = trace.get_tracer("fhirlake.audit")
 
 log = structlog.get_logger("gateway.audit")
 
@@ -63,7 +66,8 @@ class AuditMiddleware:
             access=scope.get(ACCESS_KEY),
         )
         try:
-            await asyncio.wrap_future(container.auditing.submit(facts))
+            with _tracer.start_as_current_span("audit.append"):
+                await asyncio.wrap_future(container.auditing.submit(facts))
         except Exception as exc:  # any failure to record means the answer must not leave
             log.error("audit_unavailable", error=type(exc).__name__)
             return False

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from opentelemetry import trace
 
 from gateway.fhir import fhir_json, json_response
 from ingest.access import Access
@@ -20,6 +21,7 @@ from ingest.errors import InvalidInputError, InvalidRequestError, Issue
 from security.errors import AuthenticationError, InvalidScopeError, SecurityError
 
 log = structlog.get_logger("gateway.auth")
+_tracer = trace.get_tracer("fhirlake.gateway")
 router = APIRouter()
 
 ACCESS_KEY = "fhirlake.access"
@@ -44,7 +46,8 @@ PUBLIC_ROUTES = frozenset(
 def access_for(request: Request, *, write: bool = False) -> Access:
     """The caller's access context (raises 401 without a valid token, 403 for a write without mTLS)."""
     auth = request.app.state.container.auth
-    access: Access = auth.access(request.headers.get("authorization"), request.scope, write=write)
+    with _tracer.start_as_current_span("authorize"):
+        access: Access = auth.access(request.headers.get("authorization"), request.scope, write=write)
     request.scope[ACCESS_KEY] = access  # the audit record names the caller and what it was shown
     throttle = getattr(request.app.state, "throttle", None)
     if throttle is not None:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
 from starlette.concurrency import run_in_threadpool
 
 from ingest.access import Access
@@ -16,6 +17,8 @@ from ingest.prepared import PreparedBundle, PreparedEntry
 from ingest.reads import ResourceReads, SearchResult, StoredResource
 from ingest.transaction import EntryResult, Idempotency, TransactionApplier, request_hash
 from ingest.validation import Validator
+
+_tracer = trace.get_tracer("fhirlake.ingest")
 
 
 @dataclass(slots=True)
@@ -107,9 +110,12 @@ class IngestService:
     async def _apply(self, prepared: PreparedBundle, idem: Idempotency | None, access: Access | None = None) -> Outcome:
         if any(e.method in ("POST", "PUT") for e in prepared.entries):
             # Key creation and unwrapping (KMS calls, key store fsyncs) stay off the journal writer.
-            await run_in_threadpool(self._applier.prepare_keys, prepared)
-        future = self._journal.submit(lambda ctx: self._applier.apply(ctx, prepared, idem))
-        applied = await asyncio.wrap_future(future)
+            with _tracer.start_as_current_span("keys.prepare"):  # data keys: KMS and key store
+                await run_in_threadpool(self._applier.prepare_keys, prepared)
+        with _tracer.start_as_current_span("journal.commit") as span:  # sealing, apply, group commit (fsync)
+            span.set_attribute("fhirlake.entries", len(prepared.entries))
+            future = self._journal.submit(lambda ctx: self._applier.apply(ctx, prepared, idem))
+            applied = await asyncio.wrap_future(future)
         if applied.replayed:
             await run_in_threadpool(self._restore_bodies, applied.results)
         outcome = Outcome(

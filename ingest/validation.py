@@ -17,11 +17,15 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from opentelemetry import trace
+
 from ingest import prepare
 from ingest.errors import BackpressureError
 from ingest.prepared import Limits, PreparedBundle
 
 _WARM_TYPES = ("Patient", "Observation", "Encounter", "Condition", "Claim", "ExplanationOfBenefit", "Bundle")
+
+_tracer = trace.get_tracer("fhirlake.ingest")
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -68,7 +72,8 @@ class Validator:
     async def _run(self, func: Callable[..., PreparedBundle], *args: object) -> PreparedBundle:
         executor = self._executor
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, func, *args)
+            with _tracer.start_as_current_span("validate"):
+                return await asyncio.get_running_loop().run_in_executor(executor, func, *args)
         except BrokenProcessPool:
             # A worker died (e.g. killed for memory): replace the pool; the client may retry.
             if self._executor is executor:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
+from opentelemetry import trace
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, In
 
 from lake.catalog import LakeCatalog
 from lake.fastread import PatientFileIndex
 from lake.schema import JOURNAL_SEQ_PROPERTY, table_for
 from lake.snapshots import SnapshotUsed, VersionAsOf, versions_as_of
+
+_tracer = trace.get_tracer("fhirlake.lake")
 
 
 class LakeReader:
@@ -26,6 +29,12 @@ class LakeReader:
         wanted = list(keys)
         if not wanted:
             return {}
+        with _tracer.start_as_current_span("lake.read") as span:
+            span.set_attribute("fhirlake.table", table_for(resource_type))
+            span.set_attribute("fhirlake.versions", len(wanted))
+            return self._bodies(resource_type, wanted)
+
+    def _bodies(self, resource_type: str, wanted: list[tuple[str, int, str | None]]) -> dict[tuple[str, int], bytes]:
         ids = sorted({k[0] for k in wanted})
         fast = self._index.read(table_for(resource_type), self._catalog.table(table_for(resource_type)), wanted)
         if fast is not None and len(fast) >= len({(k[0], k[1]) for k in wanted}):

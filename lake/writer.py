@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
+from opentelemetry import trace
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 
 from lake.arrow import rows_to_arrow
@@ -26,6 +27,8 @@ from lake.catalog import LakeCatalog
 from lake.errors import LakeUnavailableError
 from lake.rows import RTYPE, SEQ, Row, RowSource
 from lake.schema import JOURNAL_SEQ_PROPERTY, table_for
+
+_tracer = trace.get_tracer("fhirlake.lake")
 
 log = structlog.get_logger("lake.writer")
 
@@ -168,6 +171,12 @@ class LakeWriter:
         return max(len(rows), 1), written
 
     def _commit_table(self, name: str, rows: list[Row], high: int) -> int:
+        with _tracer.start_as_current_span("lake.commit") as span:
+            span.set_attribute("fhirlake.table", name)
+            span.set_attribute("fhirlake.rows", len(rows))
+            return self._commit_attempts(name, rows, high)
+
+    def _commit_attempts(self, name: str, rows: list[Row], high: int) -> int:
         for attempt in range(_COMMIT_ATTEMPTS):
             table = self._catalog.table(name, fresh=True)
             done = int(table.properties.get(JOURNAL_SEQ_PROPERTY, "0"))

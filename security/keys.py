@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from opentelemetry import trace
 
 from security.ciphertext import KEY_ID_BYTES
 from security.errors import KeyShreddedError, KeyStoreError, KmsUnavailableError
 from security.keystore import KeyStore, ShredReport, StoredKey
 from security.kms import KeyProvider
+
+_tracer = trace.get_tracer("fhirlake.security")
 
 TENANT_SUBJECT = "tenant"  # resources outside any patient compartment
 INDEX_SUBJECT = "index"  # the blind-index key
@@ -229,7 +232,8 @@ class DataKeys:
         key_id = os.urandom(KEY_ID_BYTES)
         kek_id = self._breaker.call(lambda: self.provider.current_kek(self.tenant))
         context = {"tenant": self.tenant, "subject": subject, "key_id": key_id.hex()}
-        raw, wrapped = self._breaker.call(lambda: self.provider.generate_data_key(kek_id, context))
+        with _tracer.start_as_current_span("kms.generate_data_key"):
+            raw, wrapped = self._breaker.call(lambda: self.provider.generate_data_key(kek_id, context))
         try:
             stored = self.store.insert(StoredKey(key_id, self.tenant, subject, kek_id, wrapped))
         except KeyStoreError:
@@ -237,9 +241,10 @@ class DataKeys:
         return stored, raw if stored.key_id == key_id else None
 
     def _unwrap(self, stored: StoredKey) -> AESGCM:
-        raw = self._breaker.call(
-            lambda: self.provider.decrypt_data_key(stored.kek_id, stored.wrapped, _context(stored))
-        )
+        with _tracer.start_as_current_span("kms.decrypt_data_key"):
+            raw = self._breaker.call(
+                lambda: self.provider.decrypt_data_key(stored.kek_id, stored.wrapped, _context(stored))
+            )
         return self._remember(stored, raw)
 
     def _remember(self, stored: StoredKey, raw: bytes) -> AESGCM:
