@@ -15,11 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ingest.access import Access
 from ingest.errors import InvalidInputError, Issue, ResourceGoneError, ResourceNotFoundError
 from ingest.history import Page
 from ingest.journal import VERSION_COLUMNS
-from ingest.search import instant_range
+from ingest.search import CriteriaMatcher, Criterion, UnsupportedParameter, instant_range, parse_criterion
+from ingest.search_memory import matches
 from lake.snapshots import SnapshotUsed, VersionAsOf
 
 if TYPE_CHECKING:
@@ -141,30 +144,57 @@ def _merge(rtype: str, lake: list[VersionAsOf], journal: list[VersionAsOf]) -> d
 def search_as_of(
     reads: ResourceReads, rtype: str, params: list[tuple[str, str]], at_us: int, access: Access | None
 ) -> AsOf:
-    """A search as of an instant: by ``_id`` or by ``patient`` / ``subject`` (raises InvalidInputError otherwise)."""
-    criteria = [(n, v) for n, v in params if n not in _PAGING and n != "_asOf"]
-    if len(criteria) != 1 or criteria[0][0] not in ("_id", "patient", "subject"):
-        raise InvalidInputError(
-            "unsupported search",
-            [Issue("not-supported", "_asOf searches support one criterion: _id, patient or subject", ("_asOf",))],
-        )
-    name, value = criteria[0]
+    """A search as of an instant: candidates by ``patient`` / ``subject`` or ``_id`` (one of them is
+    required), every other criterion checked on the bodies as they stood (``ingest/search_memory.py``).
+
+    Raises InvalidInputError, ForbiddenError.
+    """
+    from ingest.reads import PATIENT_TYPES
+
+    matcher = CriteriaMatcher(reads.journal, reads.pseudo, PATIENT_TYPES)
+    raw = [(n, v) for n, v in params if n not in _PAGING and n != "_asOf"]
+    criteria = [parse_criterion(n, v) for n, v in raw]
     if access is not None:
         access.require_type("search", rtype)
-    if name == "_id":
-        out, snapshots = [], []
-        for rid in [v for v in value.split(",") if v]:
-            try:
-                one = read_as_of(reads, rtype, rid, at_us, access)
-            except (ResourceNotFoundError, ResourceGoneError):
-                continue
-            out += one.resources
-            snapshots = one.snapshots
-        return AsOf(out, snapshots, at_us, [(name, value)])
-    patient = value.split("/")[-1]
-    found = compartment_as_of(reads, patient, [rtype], at_us, access)
-    matches = [r for r in found.resources if r.resource_type == rtype]
-    return AsOf(matches, found.snapshots, at_us, [(name, value)])
+    anchor = next(
+        (c for c in criteria if matcher.is_compartment(rtype, c.name) and c.modifier in (None, "Patient")), None
+    )
+    anchor = anchor or next((c for c in criteria if c.name == "_id" and c.modifier is None), None)
+    if anchor is None:
+        raise InvalidInputError(
+            "unsupported search",
+            [Issue("not-supported", "an _asOf search needs a patient, subject or _id criterion", ("_asOf",))],
+        )
+    found = _candidates(reads, rtype, anchor, at_us, access)
+    kept = []
+    for res in found.resources:
+        doc = orjson.loads(res.body or b"{}")
+        try:
+            if all(matches(matcher, reads.pseudo, doc, res.last_updated_us, res.patient_key, c) for c in criteria):
+                kept.append(res)
+        except UnsupportedParameter as exc:
+            raise InvalidInputError(
+                "unsupported search parameter",
+                [Issue("not-supported", f"search parameter '{exc.args[0]}' is not supported", ("_asOf",))],
+            ) from None
+    return AsOf(kept, found.snapshots, at_us, raw)
+
+
+def _candidates(reads: ResourceReads, rtype: str, anchor: Criterion, at_us: int, access: Access | None) -> AsOf:
+    values = [v for v in anchor.value.split(",") if v]
+    out: list[StoredResource] = []
+    snapshots: list[SnapshotUsed] = []
+    for value in values:
+        try:
+            if anchor.name == "_id":
+                one = read_as_of(reads, rtype, value, at_us, access)
+            else:
+                one = compartment_as_of(reads, value.split("/")[-1], [rtype], at_us, access)
+        except (ResourceNotFoundError, ResourceGoneError):
+            continue
+        out += [r for r in one.resources if r.resource_type == rtype]
+        snapshots = one.snapshots
+    return AsOf(out, snapshots, at_us)
 
 
 _PAGING = frozenset({"_count", "_offset", "_format", "_pretty"})

@@ -84,6 +84,19 @@ class CriteriaMatcher:
     def supports(self, rtype: str, crit: Criterion) -> bool:
         return self._param(rtype, crit) is not None
 
+    def is_compartment(self, rtype: str, name: str) -> bool:
+        """``patient`` / ``subject`` answered through the patient key for ``rtype``."""
+        return name in ("patient", "subject") and rtype in self._patient_types
+
+    def param(self, rtype: str, crit: Criterion) -> SearchParam | None:
+        """The indexed parameter ``crit`` names (None for the special ones and unknown names)."""
+        found = self._param(rtype, crit)
+        return None if found is None or found.kind in ("special", "quantity") else found
+
+    def key_sets(self, rtype: str, param: SearchParam, crit: Criterion, value: str) -> list[list[Key]]:
+        """Key groups one value needs (all groups, any key of each); raises UnsupportedParameter."""
+        return self._key_sets(rtype, param, crit, value)
+
     def _param(self, rtype: str, crit: Criterion) -> SearchParam | None:
         if crit.name in ("_id", "_lastUpdated", "identifier"):
             return SearchParam(crit.name, "special")

@@ -109,7 +109,22 @@ def test_everything_and_search_as_of(timeline: tuple[TestClient, dict[str, str]]
     found = client.get("/fhir/Observation", params={"_id": t["oid"], "_asOf": t["created"]}).json()
     assert [e["resource"]["status"] for e in found["entry"]] == ["preliminary"]
     refused = client.get("/fhir/Observation", params={"code": "8867-4", "_asOf": t["updated"]})
-    assert refused.status_code == 400
+    assert refused.status_code == 400  # an as-of search is anchored on a patient or ids
+
+    def statuses(at: str, **criteria: str) -> list[str]:
+        query = {"patient": pid, "_asOf": t[at], **criteria}
+        return [e["resource"]["status"] for e in client.get("/fhir/Observation", params=query).json()["entry"]]
+
+    assert statuses("created", status="preliminary") == ["preliminary"]
+    assert statuses("updated", status="preliminary") == []  # it was final by then
+    assert statuses("updated", code="http://loinc.org|8867-4", status="final") == ["final"]
+    assert statuses("updated", code="http://loinc.org|0000-0") == []
+    assert statuses("created", **{"code:missing": "false"}) == ["preliminary"]
+    genders = client.get("/fhir/Patient", params={"_id": pid, "gender": "female", "_asOf": t["created"]}).json()
+    assert [e["resource"]["gender"] for e in genders["entry"]] == ["female"]
+    assert (
+        client.get("/fhir/Patient", params={"_id": pid, "gender": "female", "_asOf": t["updated"]}).json()["total"] == 0
+    )
     assert client.get(f"/fhir/Patient/{pid}", params={"_asOf": "yesterday"}).status_code == 400
 
 
