@@ -17,6 +17,7 @@ from fhirlake.settings import Settings
 from fhirlake.tls_serve import tls_files
 from ingest.auditing import AuditQueries, AuditRecorder, NullTrail, Trail
 from ingest.auth import AuthService
+from ingest.emr_ingest import EmrIngest, build_emr
 from ingest.erasure import PatientErasure
 from ingest.fhir_types import supported_types
 from ingest.journal import Journal
@@ -96,6 +97,7 @@ class Container:
     auditing: AuditRecorder
     audit_queries: AuditQueries
     audit_mirror: AuditMirror
+    emr: EmrIngest | None = None  # EMR adapters, raw zone, dead letters, enterprise patient index
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -109,6 +111,8 @@ class Container:
     def close(self) -> None:
         """Stop accepting, write everything accepted to the lake, release resources."""
         self.validator.close()
+        if self.emr is not None:
+            self.emr.close()
         self.lake_writer.stop(drain=True)
         self.journal.close()
         self.auth.close()
@@ -188,6 +192,7 @@ def build(settings: Settings) -> Container:
         auditing,
         queries,
         mirror,
+        build_emr(root, keys, pseudo, sealer, service, reads),
     )
 
 

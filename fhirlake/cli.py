@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fhirlake import audit_cli, certs_cli, cli_audit, clients_cli, keys_cli
+from fhirlake import audit_cli, certs_cli, cli_audit, clients_cli, ingest_cli, keys_cli
 from fhirlake.errors import FhirlakeError
 from fhirlake.settings import Settings
 
@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     certs_cli.register(sub, _add_data_dir)
     clients_cli.register(sub, _add_data_dir)
     audit_cli.register(sub, _add_data_dir)
+    ingest_cli.register(sub, _add_data_dir)
 
     args = parser.parse_args(argv)
     args.settings_of, args.print = _settings, _print

@@ -26,6 +26,9 @@ ACTIONS: dict[tuple[str, str | None], AuditAction] = {
     ("lake", "maintain"): AuditAction.ADMIN,
     ("audit", "verify"): AuditAction.AUDIT_READ,
     ("audit", "report"): AuditAction.AUDIT_READ,
+    ("ingest", "replay"): AuditAction.ADMIN,
+    ("ingest", "dead-letters"): AuditAction.ADMIN,
+    ("ingest", "import"): AuditAction.ADMIN,
 }
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
