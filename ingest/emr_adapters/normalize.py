@@ -99,7 +99,7 @@ def canonical_codings(node: Any) -> int:
     changed = 0
     if isinstance(node, dict):
         system = node.get("system")
-        if isinstance(system, str) and ("code" in node or "value" in node):
+        if isinstance(system, str) and ("code" in node or "value" in node or "_value" in node):
             mapper = code_system if "code" in node else identifier_system
             canonical = mapper(system)
             if canonical and canonical != system:

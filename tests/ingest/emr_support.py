@@ -47,15 +47,17 @@ def search(client: TestClient, rtype: str, **params: str) -> list[dict[str, Any]
     return [e["resource"] for e in response.json().get("entry", [])]
 
 
-def stored_ids(response: httpx.Response, rtype: str) -> list[str]:
-    """Ids of ``rtype`` resources a transaction-response names."""
-    doc = response.json()
-    out = []
-    for entry in doc.get("entry", []):
-        location = entry.get("response", {}).get("location", "")
-        if location.startswith(f"{rtype}/"):
-            out.append(location.split("/")[1])
-    return out
+def provenance_of(client: TestClient, response: httpx.Response) -> dict[str, Any]:
+    """The Provenance the adapter attached to an ingested payload (its id derives from the payload hash)."""
+    adapter = response.request.url.path.rsplit("/", 1)[1]
+    return read(client, "Provenance", f"{adapter}-{response.headers['X-Payload-Sha256'][:40]}")
+
+
+def stored_ids(client: TestClient, response: httpx.Response, rtype: str) -> list[str]:
+    """Ids of the ``rtype`` resources an ingested payload became, in payload order (from its Provenance)."""
+    assert response.status_code == 200, response.text
+    targets = [t["reference"] for t in provenance_of(client, response)["target"]]
+    return [t.split("/")[1] for t in targets if t.startswith(f"{rtype}/")]
 
 
 def hl7_segments(response: httpx.Response) -> dict[str, list[str]]:
