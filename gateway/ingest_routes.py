@@ -18,7 +18,13 @@ from gateway.errors import outcome, status_of
 from gateway.fhir import check_negotiation, fhir_json, json_response
 from gateway.render import bundle_response
 from ingest.emr_ingest import EmrIngest, EmrResult
-from ingest.errors import InvalidInputError, Issue, PayloadTooLargeError, UnsupportedMediaTypeError
+from ingest.errors import (
+    InvalidInputError,
+    Issue,
+    PayloadTooLargeError,
+    ResourceNotFoundError,
+    UnsupportedMediaTypeError,
+)
 
 router = APIRouter()
 
@@ -150,12 +156,14 @@ async def dead_letters(request: Request) -> Response:
 
 
 @router.post("/ingest/dead-letters/{letter_id}/$retry")
-async def retry_dead_letter(request: Request, letter_id: int) -> Response:
+async def retry_dead_letter(request: Request, letter_id: str) -> Response:
     """Process a dead letter again with the current mapping (operators only)."""
     access = access_for(request)
     access.require_kind("admin", "execute")
-    result = await _emr(request).retry(letter_id, None)
-    doc = {"id": letter_id, "stored": result.error is None, "warnings": result.warnings}
+    if not letter_id.isdigit():
+        raise ResourceNotFoundError("dead letter not found")
+    result = await _emr(request).retry(int(letter_id), None)
+    doc: dict[str, Any] = {"id": int(letter_id), "stored": result.error is None, "warnings": result.warnings}
     if result.error is not None:
         doc["reason"] = [i.as_fhir() for i in result.error.issues]
     return json_response(doc)

@@ -57,11 +57,20 @@ def test_bulk_import_resolves_conditional_references_to_included_resources(clien
 
 
 def test_import_refuses_files_outside_the_import_directory(client: TestClient) -> None:
-    params = {"resourceType": "Parameters", "parameter": [{"name": "input", "part": [{"name": "url", "valueUri": "file:///etc/passwd"}]}]}
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "input", "part": [{"name": "url", "valueUri": "file:///etc/passwd"}]}],
+    }
     assert client.post("/fhir/$import", content=orjson.dumps(params)).status_code == 400
-    traversal = {"resourceType": "Parameters", "parameter": [{"name": "input", "part": [{"name": "url", "valueUri": "../keys/keystore.db"}]}]}
+    traversal = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "input", "part": [{"name": "url", "valueUri": "../keys/keystore.db"}]}],
+    }
     assert client.post("/fhir/$import", content=orjson.dumps(traversal)).status_code == 400
-    remote = {"resourceType": "Parameters", "parameter": [{"name": "input", "part": [{"name": "url", "valueUri": "https://example.com/x.ndjson"}]}]}
+    remote = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "input", "part": [{"name": "url", "valueUri": "https://example.com/x.ndjson"}]}],
+    }
     assert client.post("/fhir/$import", content=orjson.dumps(remote)).status_code == 400
 
 

@@ -56,8 +56,12 @@ def test_same_person_from_epic_and_hl7_shares_one_key_a_namesake_does_not(client
 
 
 def test_a_trusted_identifier_links_deterministically_despite_different_demographics(client: TestClient) -> None:
-    first = _patient_of(client, post(client, "hl7v2", _adt("NORTH", "N-1", "Smith^Al||19500101|M|||||||||||123-45-6789", "D1")))
-    second = _patient_of(client, post(client, "hl7v2", _adt("SOUTH", "S-9", "Smyth^Alan||19500102|M|||||||||||123-45-6789", "D2")))
+    first = _patient_of(
+        client, post(client, "hl7v2", _adt("NORTH", "N-1", "Smith^Al||19500101|M|||||||||||123-45-6789", "D1"))
+    )
+    second = _patient_of(
+        client, post(client, "hl7v2", _adt("SOUTH", "S-9", "Smyth^Alan||19500102|M|||||||||||123-45-6789", "D2"))
+    )
     assert first["id"] != second["id"] and _ekey(first) == _ekey(second)
 
 

@@ -115,7 +115,9 @@ def test_athena_skips_r5_types_with_a_warning() -> None:
 
 def test_cerner_unwraps_searchsets_and_repairs_or_drops_narratives() -> None:
     bundle, warnings = _normalize("cerner", SAMPLE["cerner"].read_bytes(), AdapterContext.ephemeral())
-    resources = {e["resource"]["id"]: e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] != "Provenance"}
+    resources = {
+        e["resource"]["id"]: e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] != "Provenance"
+    }
     assert set(resources) == {"12724066", "L-197392513", "L-197392514"}  # the outcome entry is gone
     assert resources["12724066"]["text"]["div"].startswith('<div xmlns="http://www.w3.org/1999/xhtml">')
     assert resources["L-197392513"]["text"]["div"].startswith('<div xmlns="http://www.w3.org/1999/xhtml"><p>')
@@ -143,7 +145,10 @@ def test_epic_oids_become_canonical_systems_and_keep_their_origin() -> None:
 def test_normalization_helpers() -> None:
     assert code_system("LN") == "http://loinc.org" and code_system("SCT") == "http://snomed.info/sct"
     assert code_system("RXNORM") == "http://www.nlm.nih.gov/research/umls/rxnorm"
-    assert code_system("I10") == "http://hl7.org/fhir/sid/icd-10-cm" and code_system("CVX") == "http://hl7.org/fhir/sid/cvx"
+    assert (
+        code_system("I10") == "http://hl7.org/fhir/sid/icd-10-cm"
+        and code_system("CVX") == "http://hl7.org/fhir/sid/cvx"
+    )
     assert code_system("CPT") == "http://www.ama-assn.org/go/cpt" and code_system("HL70005").endswith("v2-0005")
     assert code_system("whatever") is None
     assert ucum("mg/dl") == "mg/dL" and ucum("beats/min") == "/min" and ucum("furlongs") is None

@@ -15,7 +15,7 @@ from ingest.emr_adapters import normalize
 from security.principal import Role
 from tests.fixtures.app import TOKEN_URL, container_of, make_settings, open_client
 from tests.fixtures.identity import login, register
-from tests.ingest.emr_support import BULK, HL7, post, provenance_of, read, stored_ids
+from tests.ingest.emr_support import BULK, HL7, post, read, stored_ids
 
 
 def _printed(capsys: pytest.CaptureFixture[str]) -> Any:
@@ -48,7 +48,12 @@ def test_replay_after_a_mapping_change_produces_corrected_resources_with_provena
     with open_client(settings) as client:
         corrected = read(client, "Observation", oid)
         assert corrected["meta"]["versionId"] == "2"
-        assert corrected["valueQuantity"] == {"value": 0, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}
+        assert corrected["valueQuantity"] == {
+            "value": 0,
+            "unit": "%",
+            "system": "http://unitsofmeasure.org",
+            "code": "%",
+        }
         provenance = read(client, "Provenance", f"hl7v2-{hashlib.sha256(raw).hexdigest()[:40]}")
         assert provenance["meta"]["versionId"] == "2"
         assert provenance["entity"][0]["what"]["identifier"]["value"] == hashlib.sha256(raw).hexdigest()
@@ -59,7 +64,12 @@ def test_replay_since_a_later_time_touches_nothing(tmp_path: Path, cli_env: None
     settings = make_settings(tmp_path / "data")
     with open_client(settings) as client:
         post(client, "hl7v2", (HL7 / "ADT-A04-01.hl7").read_bytes())
-    assert cli.main(["ingest", "replay", "--adapter", "hl7v2", "--since", "2999-01-01", "--data-dir", str(settings.data_dir)]) == 0
+    assert (
+        cli.main(
+            ["ingest", "replay", "--adapter", "hl7v2", "--since", "2999-01-01", "--data-dir", str(settings.data_dir)]
+        )
+        == 0
+    )
 
 
 def _ops(client: TestClient) -> dict[str, str]:
@@ -79,9 +89,14 @@ def test_dead_letters_are_listed_and_retried_through_the_admin_api(client: TestC
     retry = client.post(f"/ingest/dead-letters/{letter_id}/$retry", headers=_ops(client)).json()
     assert retry["stored"] is False and retry["reason"][0]["code"] == "not-found"
     for name in ("Organization", "Location", "Practitioner"):
-        assert post(client, "fhir", (BULK / f"{name}.000.ndjson").read_bytes(), "application/fhir+ndjson").status_code == 200
+        assert (
+            post(client, "fhir", (BULK / f"{name}.000.ndjson").read_bytes(), "application/fhir+ndjson").status_code
+            == 200
+        )
     assert client.post(f"/ingest/dead-letters/{letter_id}/$retry", headers=_ops(client)).json()["stored"] is True
-    assert letter_id not in [x["id"] for x in client.get("/ingest/dead-letters", headers=_ops(client)).json()["deadLetters"]]
+    assert letter_id not in [
+        x["id"] for x in client.get("/ingest/dead-letters", headers=_ops(client)).json()["deadLetters"]
+    ]
     assert client.post("/ingest/dead-letters/999999/$retry", headers=_ops(client)).status_code == 404
 
 

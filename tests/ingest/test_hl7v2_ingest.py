@@ -50,7 +50,11 @@ def test_oru_r01_yields_loinc_coded_observations_with_ucum_units_linked_to_the_p
     assert leukocytes["valueQuantity"]["code"] == "10*9/L"
     [report_id, _] = stored_ids(client, response, "DiagnosticReport")
     report = read(client, "DiagnosticReport", report_id)
-    assert report["code"]["coding"][0] == {"code": "26464-8", "system": LOINC, "display": "Differential WBC Count, buffy coat"}
+    assert report["code"]["coding"][0] == {
+        "code": "26464-8",
+        "system": LOINC,
+        "display": "Differential WBC Count, buffy coat",
+    }
     assert len(report["result"]) == 5
 
 
@@ -73,9 +77,9 @@ def test_a40_merge_keeps_both_patients_linked_and_history_intact(client: TestCli
     prior = stored_ids(client, post(client, "hl7v2", _adt("56789", "Before", "C1")), "Patient")[0]
     survivor = stored_ids(client, post(client, "hl7v2", _adt("12345", "After", "C2")), "Patient")[0]
     merge = (
-        "MSH|^~\\&|ADT|HOSP|FHIRLAKE|LAKE|20240103101500+0100||ADT^A40^ADT_A39|C3|P|2.5\r"
-        "EVN|A40|20240103101500+0100\rPID|1||12345^^^HOSP^MR||After^Pat||19700101|F\rMRG|56789^^^HOSP^MR\r"
-    ).encode()
+        b"MSH|^~\\&|ADT|HOSP|FHIRLAKE|LAKE|20240103101500+0100||ADT^A40^ADT_A39|C3|P|2.5\r"
+        b"EVN|A40|20240103101500+0100\rPID|1||12345^^^HOSP^MR||After^Pat||19700101|F\rMRG|56789^^^HOSP^MR\r"
+    )
     response = post(client, "hl7v2", merge)
     assert response.status_code == 200 and hl7_segments(response)["MSA"][1] == "AA"
     old, new = read(client, "Patient", prior), read(client, "Patient", survivor)
