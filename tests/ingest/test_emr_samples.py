@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fixtures.app import container_of
-from tests.ingest.emr_support import dead_letters, hl7_segments, post, samples
+from tests.ingest.emr_support import ER7, HL7, dead_letters, hl7_segments, post, samples
 
 
 def test_every_sample_is_stored_or_dead_lettered_with_its_reason(client: TestClient) -> None:
@@ -73,3 +73,12 @@ def test_hl7_segment_endings_and_bom_are_all_accepted(client: TestClient, ending
     response = post(client, "hl7v2", b"\xef\xbb\xbf" + ending.join(lines) + ending)
     assert response.status_code == 200, response.text
     assert hl7_segments(response)["MSA"][1:3] == ["AA", "CTRL-1"]
+
+
+def test_ingest_needs_a_write_token_and_mtls(client: TestClient) -> None:
+    raw = (HL7 / "ADT-A04-01.hl7").read_bytes()
+    no_cert = client.post("/ingest/hl7v2", content=raw, headers={"Content-Type": ER7, "x-client-cert": ""})
+    assert no_cert.status_code == 403
+    anonymous = client.post("/ingest/hl7v2", content=raw, headers={"Content-Type": ER7, "Authorization": ""})
+    assert anonymous.status_code == 401
+    assert dead_letters(client) == []  # refused before anything was kept
