@@ -122,7 +122,7 @@ def run(size_mb: int, work: Path) -> dict[str, object]:
         "peak_rss_tree_mb": round(peak["tree"] / 1024 / 1024, 1),
         "limit_mb": 500,
         "within_limit": peak["tree"] < 500 * 1024 * 1024,
-        "validation_workers": os.environ.get("FHIRLAKE_INGEST__VALIDATION_WORKERS", "default (cpu count)"),
+        "validation_workers": 0,  # the import command's default: validation in-process
         "rss_series_mb": series,
     }
 

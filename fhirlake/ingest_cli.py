@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,9 @@ def register(sub: Any, add_data_dir: Callable[[argparse.ArgumentParser], None]) 
 
     bulk = ingest_sub.add_parser("import", help="bulk-import NDJSON files (streaming)")
     bulk.add_argument("files", nargs="+", type=Path)
+    bulk.add_argument(
+        "--workers", type=int, default=0, help="validation processes (default 0: in-process, bounded memory)"
+    )
     add_data_dir(bulk)
     bulk.set_defaults(func=cmd_import)
 
@@ -44,9 +48,15 @@ def _since(text: str) -> datetime:
 
 
 def _with_container(args: argparse.Namespace, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    # Long runs keep memory flat: Arrow's own pool would hold on to every peak of the lake writer.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     from fhirlake.bootstrap import build
 
-    container = build(args.settings_of(args))
+    settings = args.settings_of(args)
+    workers = getattr(args, "workers", None)
+    if workers is not None:
+        settings.ingest.validation_workers = workers
+    container = build(settings)
     container.start()
     try:
         return asyncio.run(work(container))
