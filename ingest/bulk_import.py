@@ -143,6 +143,7 @@ class BulkImporter:
             report.dead_letters.append(result.dead_letter)
             return
         self._emr.raw.resolve(result.sha, "fhir")  # superseded by the per-line attempts below
+        self._emr.raw.mark(result.sha, "split")
         for line in lines:
             await self._send([line], report, access)
 

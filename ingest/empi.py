@@ -34,7 +34,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ class PatientIndex:
         pkey = self._pseudo.patient_key(pid)
         id_tokens = self._id_tokens(patient)
         demo = self._demo_tokens(patient)
-        with self._lock, self._conn:
+        with self._lock, self._transaction():
             ekey, how, score = self._match_locked(pkey, id_tokens, demo)
             sealed = self._seal_id(pkey, pid)
             self._conn.execute(
@@ -119,7 +120,7 @@ class PatientIndex:
         if survivor is None:
             raise KeyError("survivor")
         prior_pkey = self._pseudo.patient_key(prior_id)
-        with self._lock, self._conn:
+        with self._lock, self._transaction():
             row = self._conn.execute("SELECT ekey FROM members WHERE patient_key=?", (prior_pkey,)).fetchone()
             if row is None:
                 self._conn.execute(
@@ -129,6 +130,17 @@ class PatientIndex:
             elif row[0] != survivor:
                 self._conn.execute("INSERT OR REPLACE INTO key_links VALUES (?,?,?)", (row[0], survivor, "merge"))
         return survivor
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Match and record atomically, also against other gateway processes sharing the file."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def key_of(self, patient_id: str) -> str | None:
         """The current enterprise key of a patient (following merge links), or None."""

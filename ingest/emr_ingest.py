@@ -123,6 +123,8 @@ class EmrIngest:
         report = ReplayReport(adapter.name)
         since_us = int(since.timestamp() * 1_000_000)
         for record in await run_in_threadpool(lambda: list(self.raw.since(adapter.name, since_us))):
+            if record.status == "split":  # a bulk chunk whose lines were kept and processed one by one
+                continue
             payload = await run_in_threadpool(self.raw.open, record.sha)
             result = await self._process(adapter, record.sha, payload, None)
             report.total += 1
