@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio.to_thread
+
 T = TypeVar("T")
 
 
@@ -58,8 +60,14 @@ def _with_container(args: argparse.Namespace, work: Callable[[Any], Coroutine[An
         settings.ingest.validation_workers = workers
     container = build(settings)
     container.start()
+
+    async def bounded() -> T:
+        # A few worker threads, not anyio's 40: each would keep its own SQLite reader cache and malloc arena.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 4
+        return await work(container)
+
     try:
-        return asyncio.run(work(container))
+        return asyncio.run(bounded())
     finally:
         container.lake_writer.flush()
         container.close()
