@@ -19,6 +19,7 @@ from fhirlake.settings import Settings
 from fhirlake.tls_serve import tls_files
 from ingest.auditing import AuditQueries, AuditRecorder, NullTrail, Trail
 from ingest.auth import AuthService
+from ingest.emr_ingest import EmrIngest, build_emr
 from ingest.erasure import PatientErasure
 from ingest.export import BulkExports
 from ingest.fhir_types import supported_types
@@ -112,6 +113,7 @@ class Container:
     exports: BulkExports
     sealer: RowSealer
     region_guard: RegionGuard | None = None
+    emr: EmrIngest | None = None  # EMR adapters, raw zone, dead letters, enterprise patient index
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -141,6 +143,8 @@ class Container:
         """Stop accepting, write everything accepted to the lake, release resources."""
         self.validator.close()
         self.exports.close()
+        if self.emr is not None:
+            self.emr.close()
         self.lake_writer.stop(drain=True)
         self.journal.close()
         self.auth.close()
@@ -227,6 +231,7 @@ def build(settings: Settings) -> Container:
         BulkExports(region.root / "exports", reads, keys if sealer.encrypted else None, settings.tenant),
         sealer,
         guard,
+        build_emr(region.root, keys, pseudo, sealer, service, reads),
     )
 
 

@@ -33,6 +33,9 @@ ACTIONS: dict[tuple[str, str | None], AuditAction] = {
     ("dr", "failback"): AuditAction.DR_FAILBACK,
     ("dr", "drill"): AuditAction.DR_DRILL,
     ("dr", "verify"): AuditAction.DR,
+    ("ingest", "replay"): AuditAction.ADMIN,
+    ("ingest", "dead-letters"): AuditAction.ADMIN,
+    ("ingest", "import"): AuditAction.ADMIN,
 }
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 

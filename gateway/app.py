@@ -25,6 +25,7 @@ from gateway.auth import access_for
 from gateway.auth import router as auth_router
 from gateway.export_routes import router as export_router
 from gateway.fhir import fhir_json
+from gateway.ingest_routes import router as ingest_router
 from gateway.routes import router
 from gateway.throttle import ShedMiddleware, Throttle
 from ingest.journal import JournalClosedError
@@ -103,6 +104,7 @@ def create_app(container: Any) -> FastAPI:
     app.state.base_url = container.settings.server.base_url
     app.include_router(auth_router)  # first: /fhir/.well-known/… must not fall into /fhir/{rtype}/{rid}
     app.include_router(export_router)  # before /fhir/{rtype}/{rid}, which would take $export for an id
+    app.include_router(ingest_router)  # before /fhir/{rtype}: /fhir/$import and /fhir/Patient/$match
     app.include_router(router)
     app.include_router(admin_router)
     app.add_exception_handler(FhirlakeError, errors.handle_fhirlake_error)

@@ -72,6 +72,9 @@ _ACTIONS = {
     ("POST", "/auth/break-glass"): AuditAction.BREAK_GLASS,
     ("GET", "/fhir/AuditEvent"): AuditAction.AUDIT_READ,
     ("GET", "/admin/audit/data"): AuditAction.AUDIT_READ,
+    ("POST", "/ingest/{adapter}"): AuditAction.TRANSACTION,
+    ("POST", "/fhir/$import"): AuditAction.TRANSACTION,
+    ("POST", "/fhir/Patient/$match"): AuditAction.SEARCH,
 }
 
 

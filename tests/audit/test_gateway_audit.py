@@ -20,6 +20,8 @@ from tests.fixtures.identity import login, register, token_form
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 NO_CREDENTIALS = {"Authorization": "", "x-client-cert": ""}
+ER7 = "x-application/hl7-v2+er7"
+HL7_ADT = b"MSH|^~\\&|ADT|HOSP|||20240101||ADT^A04|C9|P|2.5\rPID|1||1^^^HOSP^MR||Doe^Jo\r"
 
 
 def _events(client: TestClient) -> list[dict[str, Any]]:
@@ -100,6 +102,23 @@ def test_every_route_and_outcome_leaves_exactly_one_record(client: TestClient) -
         ("GET", "/admin/audit.js", {}, 200, "admin"),
         ("GET", "/admin/audit.css", {}, 200, "admin"),
         ("GET", "/admin/audit/data", {}, 403, "denied"),
+        (
+            "POST",
+            "/ingest/hl7v2",
+            {"content": HL7_ADT, "headers": {"Content-Type": ER7, "Accept": "*/*"}},
+            200,
+            "transaction",
+        ),
+        (
+            "POST",
+            "/fhir/Patient/$match",
+            {"json": {"resourceType": "Patient", "name": [{"family": "Zqxcanary"}]}},
+            200,
+            "search",
+        ),
+        ("POST", "/fhir/$import", {"content": b"{}"}, 400, "transaction"),
+        ("GET", "/ingest/dead-letters", {"headers": ops}, 200, "admin"),
+        ("POST", "/ingest/dead-letters/99/$retry", {"headers": ops}, 404, "admin"),
     ]
     for method, url, kwargs, status, action in cases:
         before = len(_events(client))

@@ -1,0 +1,1 @@
+"""The athena adapter (see adapter.py)."""

@@ -1,0 +1,1 @@
+"""The cerner adapter (see adapter.py)."""

@@ -1,0 +1,1 @@
+"""The epic adapter (see adapter.py)."""

@@ -1,0 +1,1 @@
+"""The hl7v2 adapter (see adapter.py)."""
