@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from fhirlake.tracing import add_processor
 from tests.fixtures.app import flush_lake, make_settings, open_client
 
 _EXPORTER = InMemorySpanExporter()
+# Never closed: loggers cached while it is configured keep writing here for the rest of the session.
+_LOG_SINK = io.StringIO()
 
 
 @pytest.fixture
@@ -26,11 +29,10 @@ def spans() -> InMemorySpanExporter:
     return _EXPORTER
 
 
-def test_a_write_and_a_cold_read_show_every_layer_and_no_phi(
-    tmp_path: Path, spans: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_write_and_a_cold_read_show_every_layer_and_no_phi(tmp_path: Path, spans: InMemorySpanExporter) -> None:
     canary = "Zqxtracecanary"
-    logs.configure("info", json=True)
+    logs.configure("info", json=True, stream=_LOG_SINK)
+    start = _LOG_SINK.tell()
     with open_client(make_settings(tmp_path / "data", hot_retention_s=0)) as client:
         doc = {"resourceType": "Patient", "name": [{"family": canary}], "birthDate": "1961-07-04"}
         created = client.post("/fhir/Patient", content=orjson.dumps(doc))
@@ -49,7 +51,8 @@ def test_a_write_and_a_cold_read_show_every_layer_and_no_phi(
     assert {"authorize", "validate", "journal.commit", "audit.append"} <= children
     everything = json.dumps([(s.name, dict(s.attributes or {}), [e.name for e in s.events]) for s in finished])
     assert canary not in everything and "1961" not in everything and pid not in everything
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    _LOG_SINK.seek(start)
+    lines = [json.loads(line) for line in _LOG_SINK.read().splitlines() if line.startswith("{")]
     traced = {line.get("trace_id") for line in lines if line.get("event") == "request"}
     assert format(post.context.trace_id, "032x") in traced
     assert canary not in json.dumps(lines)
