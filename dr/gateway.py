@@ -109,6 +109,9 @@ def register_identity(settings: Settings, active: Region, role: Role, scope: str
     return Identity(client_id, pem, cert, cert_key)
 
 
+_MAX_THROTTLE_WAIT_S = 30.0
+
+
 class DrillClient:
     """An authenticated HTTPS client of one gateway process."""
 
@@ -143,6 +146,12 @@ class DrillClient:
         reply = self._send(method, path, body)
         if reply.status_code == 401:  # the token expired (tokens live 5 minutes): once more with a new one
             self.login()
+            reply = self._send(method, path, body)
+        waited = 0.0
+        while reply.status_code == 429 and waited < _MAX_THROTTLE_WAIT_S:  # the gateway's rate limit: back off
+            pause = min(float(reply.headers.get("retry-after", "1") or 1), _MAX_THROTTLE_WAIT_S - waited)
+            time.sleep(pause)
+            waited += pause
             reply = self._send(method, path, body)
         return reply
 
