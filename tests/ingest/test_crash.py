@@ -19,6 +19,7 @@ from tests.fixtures.app import make_settings
 from tests.fixtures.data import synthea_paths
 from tests.fixtures.rekey import marker_of, rekey
 from tests.fixtures.sealed import opener
+from tests.fixtures.server import polite_client
 
 HEADERS = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
 
@@ -107,7 +108,7 @@ def test_kill_9_loses_nothing_acknowledged(server_factory: Any, tmp_path: Path) 
     assert alive == [], "validation workers must not outlive a killed server"
 
     server.start()
-    with httpx.Client(timeout=30, headers=server.headers()) as http:
+    with polite_client(timeout=30, headers=server.headers()) as http:
         for locations in poster.acked.values():
             for location in locations:
                 rtype, rid = location.split("/")[:2]
