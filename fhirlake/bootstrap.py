@@ -126,6 +126,10 @@ class Container:
 
         return metrics_text(self)
 
+    def breaker_states(self) -> dict[str, str]:
+        """Circuit breaker state per dependency: closed, half_open or open."""
+        return {"kms": "closed" if self.keys.kms_available else "open"}
+
     def ready(self) -> bool:
         return self.lake_writer.last_error is None and self.keys.healthy() and not self._fenced()
 

@@ -1,43 +1,75 @@
 """The Prometheus text the gateway's ``/metrics`` serves (behind authentication).
 
-Composed here, where every package may be imported: the lake backlog from the
-journal and, when a second region exists, the replication lag of ``dr/lag.py``.
-Labels are table names only: nothing here can carry PHI.
+Two parts: the process-wide instruments of ``telemetry.metrics`` (requests, ingest, commits, KMS,
+key cache, audit, throttling, process RSS/CPU), recorded where the work happens; and the gauges of
+this installation read at scrape time, composed here where every package may be imported — the
+lake backlog from the journal, readiness, circuit breaker states and, when a second region exists,
+the replication lag of ``dr/lag.py``. Labels are route templates, table, operation, dependency and
+reason names only: nothing here can carry PHI.
+
+With ``serve --workers N`` each process keeps its own instruments; a scrape sees the process that
+answered it. Run one gateway process per pod (``deploy/``) so that every series is scraped.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from telemetry.metrics import REGISTRY
 
 if TYPE_CHECKING:
     from fhirlake.bootstrap import Container
 
 log = structlog.get_logger("fhirlake.metrics")
 
+BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
 
 def metrics_text(container: Container) -> str:
-    """Gauges of this process's view of the installation, as Prometheus text exposition."""
-    journal = container.journal
-    rows, oldest_us = journal.pending(journal.committed_seq())
-    age = 0.0 if oldest_us is None else max(0.0, time.time() - oldest_us / 1_000_000)
-    lines = [
-        "# HELP fhirlake_up The gateway answers.",
-        "# TYPE fhirlake_up gauge",
-        "fhirlake_up 1",
-        "# HELP fhirlake_ready The gateway is ready (lake writer healthy, KMS reachable, region not fenced).",
-        "# TYPE fhirlake_ready gauge",
-        f"fhirlake_ready {int(container.ready())}",
-        "# HELP fhirlake_lake_pending_rows Accepted resource versions not yet committed to Iceberg.",
-        "# TYPE fhirlake_lake_pending_rows gauge",
-        f"fhirlake_lake_pending_rows {rows}",
-        "# HELP fhirlake_lake_pending_seconds Age of the oldest accepted row not yet in Iceberg.",
-        "# TYPE fhirlake_lake_pending_seconds gauge",
-        f"fhirlake_lake_pending_seconds {age:.3f}",
-    ]
-    return "\n".join(lines) + "\n" + _dr_text(container)
+    """The process's instruments, then the installation's gauges, as Prometheus text exposition."""
+    scrape = CollectorRegistry(auto_describe=False)
+    scrape.register(_InstallationCollector(container))
+    return (generate_latest(REGISTRY) + generate_latest(scrape)).decode() + _dr_text(container)
+
+
+class _InstallationCollector(Collector):
+    """Gauges computed when scraped: they describe shared state, not this process's history."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def collect(self) -> Iterator[Metric]:
+        container = self._container
+        yield _gauge("fhirlake_up", "The gateway answers.", 1)
+        yield _gauge(
+            "fhirlake_ready",
+            "The gateway is ready (lake writer healthy, KMS reachable, region not fenced).",
+            int(container.ready()),
+        )
+        journal = container.journal
+        rows, oldest_us = journal.pending(journal.committed_seq())
+        age = 0.0 if oldest_us is None else max(0.0, time.time() - oldest_us / 1_000_000)
+        yield _gauge("fhirlake_lake_pending_rows", "Accepted resource versions not yet committed to Iceberg.", rows)
+        yield _gauge("fhirlake_lake_pending_seconds", "Age of the oldest accepted row not yet in Iceberg.", age)
+        breakers = GaugeMetricFamily(
+            "fhirlake_circuit_breaker_state",
+            "Circuit breaker of a dependency: 0 closed, 1 half-open (trial call), 2 open (failing fast).",
+            labels=["dependency"],
+        )
+        for name, state in sorted(container.breaker_states().items()):
+            breakers.add_metric([name], BREAKER_VALUES[state])
+        yield breakers
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
 
 
 def _dr_text(container: Container) -> str:

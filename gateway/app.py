@@ -29,6 +29,7 @@ from gateway.ingest_routes import router as ingest_router
 from gateway.routes import router
 from gateway.throttle import ShedMiddleware, Throttle
 from ingest.journal import JournalClosedError
+from telemetry.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 
 log = structlog.get_logger("gateway")
 _tracer = trace.get_tracer("fhirlake.gateway")
@@ -66,13 +67,10 @@ class RequestContext:
             span.update_name(f"HTTP {scope['method']} {template}")  # the template, never the raw path
             span.set_attribute("http.route", template)
             span.set_attribute("http.response.status_code", status)
-            log.info(
-                "request",
-                method=scope["method"],
-                route=template,
-                status=status,
-                ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
+            HTTP_REQUEST_SECONDS.labels(template, scope["method"]).observe(elapsed)
+            log.info("request", method=scope["method"], route=template, status=status, ms=round(elapsed * 1000, 2))
             context.detach(token)
             span.end()
             structlog.contextvars.unbind_contextvars("request_id")

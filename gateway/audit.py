@@ -8,6 +8,7 @@ the answer — no PHI leaves without its record.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import ACCESS_KEY
 from ingest.auditing import RequestFacts
+from telemetry.metrics import AUDIT_APPEND_SECONDS, AUDIT_SINK_FAILURES
 
 _tracer = trace.get_tracer("fhirlake.audit")
 
@@ -65,12 +67,15 @@ class AuditMiddleware:
             query=scope.get("query_string", b"").decode("latin-1"),
             access=scope.get(ACCESS_KEY),
         )
+        started = time.perf_counter()
         try:
             with _tracer.start_as_current_span("audit.append"):
                 await asyncio.wrap_future(container.auditing.submit(facts))
         except Exception as exc:  # any failure to record means the answer must not leave
+            AUDIT_SINK_FAILURES.labels("trail").inc()
             log.error("audit_unavailable", error=type(exc).__name__)
             return False
+        AUDIT_APPEND_SECONDS.observe(time.perf_counter() - started)
         return True
 
 

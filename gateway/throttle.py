@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.fhir import fhir_json
 from ingest.errors import Issue, ThrottledError
+from telemetry.metrics import THROTTLED
 
 _EXEMPT = frozenset({"/healthz", "/readyz"})
 _RELEASE = "fhirlake.throttle.release"
@@ -59,8 +60,10 @@ class Throttle:
             bucket.stamp = now
             if bucket.tokens < 1.0:
                 wait = (1.0 - bucket.tokens) / self._rate
+                THROTTLED.labels("client_rate").inc()
                 raise _throttled("request rate limit of this client exceeded", wait)
             if bucket.in_flight >= self._max_in_flight:
+                THROTTLED.labels("client_in_flight").inc()
                 raise _throttled("too many concurrent requests from this client", 1.0)
             bucket.tokens -= 1.0
             bucket.in_flight += 1
@@ -91,6 +94,7 @@ class ShedMiddleware:
             await self.app(scope, receive, send)
             return
         if self._in_flight >= self._max:
+            THROTTLED.labels("shed_in_flight").inc()
             issue = Issue("transient", "the service is at capacity; retry later")
             reply = fhir_json(
                 {"resourceType": "OperationOutcome", "issue": [issue.as_fhir()]}, 503, {"Retry-After": "1"}

@@ -17,6 +17,7 @@ from ingest.prepared import PreparedBundle, PreparedEntry
 from ingest.reads import ResourceReads, SearchResult, StoredResource
 from ingest.transaction import EntryResult, Idempotency, TransactionApplier, request_hash
 from ingest.validation import Validator
+from telemetry.metrics import INGEST_RESOURCES
 
 _tracer = trace.get_tracer("fhirlake.ingest")
 
@@ -118,6 +119,8 @@ class IngestService:
             applied = await asyncio.wrap_future(future)
         if applied.replayed:
             await run_in_threadpool(self._restore_bodies, applied.results)
+        else:
+            INGEST_RESOURCES.inc(applied.written)
         outcome = Outcome(
             bundle_type="interaction" if prepared.single else prepared.bundle_type,
             writes=applied.results,

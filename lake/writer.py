@@ -27,6 +27,7 @@ from lake.catalog import LakeCatalog
 from lake.errors import LakeUnavailableError
 from lake.rows import RTYPE, SEQ, Row, RowSource
 from lake.schema import JOURNAL_SEQ_PROPERTY, table_for
+from telemetry.metrics import LAKE_COMMIT_SECONDS, LAKE_COMMITS, LAKE_FILES_WRITTEN
 
 _tracer = trace.get_tracer("fhirlake.lake")
 
@@ -192,13 +193,22 @@ class LakeWriter:
             except (CommitFailedException, CommitStateUnknownException, ValueError):
                 # A concurrent commit (compaction, another writer) won; pyiceberg reports a stale
                 # base as ValueError. Retrying is safe: the journal position is re-read first.
+                LAKE_COMMITS.labels(name, "conflict").inc()
                 time.sleep(0.05 * (attempt + 1))
                 continue
-            self.stats.commit_seconds.append(time.perf_counter() - started)
+            except Exception:
+                LAKE_COMMITS.labels(name, "error").inc()
+                raise
+            elapsed = time.perf_counter() - started
+            self.stats.commit_seconds.append(elapsed)
+            LAKE_COMMITS.labels(name, "ok").inc()
+            LAKE_COMMIT_SECONDS.labels(name).observe(elapsed)
             self._catalog.remember(name, table)
             snapshot = table.current_snapshot()
             summary = snapshot.summary if snapshot is not None else None
-            self.stats.data_files += int((summary.get("added-data-files") if summary else None) or 0)
+            files = int((summary.get("added-data-files") if summary else None) or 0)
+            self.stats.data_files += files
+            LAKE_FILES_WRITTEN.labels(name).inc(files)
             self.stats.commits += 1
             self.stats.rows += len(pending)
             return len(pending)

@@ -24,6 +24,7 @@ from security.ciphertext import KEY_ID_BYTES
 from security.errors import KeyShreddedError, KeyStoreError, KmsUnavailableError
 from security.keystore import KeyStore, ShredReport, StoredKey
 from security.kms import KeyProvider
+from telemetry.metrics import KEY_CACHE_HITS, KEY_CACHE_MISSES
 
 _tracer = trace.get_tracer("fhirlake.security")
 
@@ -132,10 +133,11 @@ class DataKeys:
         """
         self._admit()
         key_id = self._by_subject.get(subject)
-        if key_id is not None:
-            aead = self._cached(key_id)
-            if aead is not None:
-                return key_id, aead
+        aead = None if key_id is None else self._cached(key_id)
+        if key_id is not None and aead is not None:
+            KEY_CACHE_HITS.inc()
+            return key_id, aead
+        KEY_CACHE_MISSES.inc()
         stored = self.store.get(self.tenant, subject)
         if stored is None:
             stored, raw = self._create(subject)
@@ -148,7 +150,9 @@ class DataKeys:
         self._admit()
         aead = self._cached(key_id)
         if aead is not None:
+            KEY_CACHE_HITS.inc()
             return aead
+        KEY_CACHE_MISSES.inc()
         stored = self.store.get_by_id(key_id)
         if stored is None:
             if self.store.shredded_key(key_id):

@@ -9,12 +9,16 @@ Providers are loaded lazily by name, so boto3 is imported only by ``aws-kms``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from security.config import KmsSettings
-from security.errors import KeyStoreError
+from security.errors import KeyStoreError, KmsUnavailableError
+from telemetry.metrics import KMS_ERRORS, KMS_REQUEST_SECONDS
+
+T = TypeVar("T")
 
 # Encryption context: names the tenant and the subject a data key belongs to.
 Context = Mapping[str, str]
@@ -65,4 +69,45 @@ def load_provider(settings: KmsSettings, keys_dir: Path) -> KeyProvider:
     except ImportError as exc:  # pragma: no cover - boto3 is a core dependency today
         raise KeyStoreError(f"KMS provider {settings.provider!r} needs a missing package: {exc.name}") from None
     provider: KeyProvider = getattr(module, cls_name)(settings, keys_dir)
-    return provider
+    return MeteredProvider(provider)
+
+
+class MeteredProvider:
+    """A provider whose every call is timed (``fhirlake_kms_request_duration_seconds``) and whose
+    unavailability is counted (``fhirlake_kms_errors_total``): the KMS dashboards and alerts."""
+
+    def __init__(self, inner: KeyProvider) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def __repr__(self) -> str:
+        return f"MeteredProvider({self.inner!r})"
+
+    def current_kek(self, tenant: str) -> str:
+        return self._timed("current_kek", lambda: self.inner.current_kek(tenant))
+
+    def generate_data_key(self, kek_id: str, context: Context) -> tuple[bytes, bytes]:
+        return self._timed("generate_data_key", lambda: self.inner.generate_data_key(kek_id, context))
+
+    def decrypt_data_key(self, kek_id: str, wrapped: bytes, context: Context) -> bytes:
+        return self._timed("decrypt_data_key", lambda: self.inner.decrypt_data_key(kek_id, wrapped, context))
+
+    def rewrap(self, kek_id: str, wrapped: bytes, new_kek_id: str, context: Context) -> bytes:
+        return self._timed("rewrap", lambda: self.inner.rewrap(kek_id, wrapped, new_kek_id, context))
+
+    def rotate(self, tenant: str) -> str:
+        return self._timed("rotate", lambda: self.inner.rotate(tenant))
+
+    def probe(self, tenant: str) -> None:
+        self._timed("probe", lambda: self.inner.probe(tenant))
+
+    @staticmethod
+    def _timed(operation: str, call: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return call()
+        except KmsUnavailableError:
+            KMS_ERRORS.labels(operation).inc()
+            raise
+        finally:
+            KMS_REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - started)

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "security": {"gateway", "ingest", "lake", "pyiceberg", "pyarrow"},
     "audit": {"gateway"},
     "dr": {"gateway"},
+    "telemetry": {"gateway", "ingest", "lake", "security", "audit", "dr", "fhirlake"},
 }
 
 

@@ -1,4 +1,4 @@
-"""One request's trace: the spans of every layer, trace ids in the logs, no PHI in any span."""
+"""One request's trace: the spans of every layer, trace ids in the logs, no PHI in spans, logs or metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from fhirlake import logs
 from fhirlake.tracing import add_processor
-from tests.fixtures.app import flush_lake, make_settings, open_client
+from security.principal import Role
+from tests.fixtures.app import TOKEN_URL, flush_lake, make_settings, open_client
+from tests.fixtures.identity import login, register
 
 _EXPORTER = InMemorySpanExporter()
 # Never closed: loggers cached while it is configured keep writing here for the rest of the session.
@@ -40,6 +42,10 @@ def test_a_write_and_a_cold_read_show_every_layer_and_no_phi(tmp_path: Path, spa
         pid = created.json()["id"]
         flush_lake(client)
         assert client.get(f"/fhir/Patient/{pid}?family={canary}").status_code == 200
+        ops = login(client, register(tmp_path / "data", Role.OPS, "system/Patient.d"), TOKEN_URL).headers()
+        metrics = client.get("/metrics", headers=ops)
+    assert metrics.status_code == 200 and 'route="/fhir/{rtype}/{rid}"' in metrics.text
+    assert canary not in metrics.text and pid not in metrics.text
     finished = spans.get_finished_spans()
     names = {s.name for s in finished}
     expected = {"HTTP POST /fhir/{rtype}", "HTTP GET /fhir/{rtype}/{rid}", "authorize", "validate"}

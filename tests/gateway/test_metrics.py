@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
+from fhirlake.settings import LimitSettings
 from security.principal import Role
 from tests.fixtures.app import TOKEN_URL, flush_lake, make_settings, open_client
 from tests.fixtures.identity import login, register
@@ -30,3 +34,76 @@ def test_metrics_need_an_operator_and_show_the_lake_backlog(tmp_path: Path) -> N
         assert "Zqxmetrics" not in reply.text
         flush_lake(client)
         assert _gauge(client.get("/metrics", headers=ops).text, "fhirlake_lake_pending_rows") == 0
+
+
+_NAMED_SERIES = {
+    "fhirlake_http_requests_total",
+    "fhirlake_http_request_duration_seconds_bucket",
+    "fhirlake_ingest_resources_total",
+    "fhirlake_lake_commits_total",
+    "fhirlake_lake_commit_duration_seconds_bucket",
+    "fhirlake_lake_files_written_total",
+    "fhirlake_kms_request_duration_seconds_bucket",
+    "fhirlake_key_cache_hits_total",
+    "fhirlake_key_cache_misses_total",
+    "fhirlake_audit_append_duration_seconds_bucket",
+    "fhirlake_throttled_total",
+    "fhirlake_circuit_breaker_state",
+    "fhirlake_lake_pending_rows",
+    "fhirlake_process_resident_memory_bytes",
+}
+
+
+_TEMPLATE = re.compile(r"(/([a-z_][a-z0-9_.-]*|\.well-known|\$[a-z-]+|\{[a-z_]+\}))+", re.IGNORECASE)
+
+
+def _samples(text: str) -> list[Sample]:
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def _value(samples: list[Sample], name: str, **labels: str) -> float:
+    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+
+def test_the_named_series_move_with_traffic_and_carry_no_phi(tmp_path: Path) -> None:
+    """Requests, ingest, commits, KMS, key cache, audit and throttling are counted; labels are templates."""
+    canary, mrn = "Zqxmetricscanary", "MRN-7734-CANARY"
+    settings = make_settings(tmp_path / "data", commit_interval_s=3600.0)
+    settings.limits = LimitSettings(client_rate_per_s=1.0, client_burst=40)
+    with open_client(settings) as client:
+        ops = login(client, register(settings.data_dir, Role.OPS, "system/Patient.d"), TOKEN_URL).headers()
+        before = _samples(client.get("/metrics", headers=ops).text)
+        doc = {"resourceType": "Patient", "identifier": [{"value": mrn}], "name": [{"family": canary}]}
+        created = client.post("/fhir/Patient", content=orjson.dumps(doc))
+        assert created.status_code == 201
+        pid = created.json()["id"]
+        assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+        assert client.get(f"/fhir/Patient?identifier={mrn}&family={canary}").status_code == 200
+        assert client.get(f"/fhir/Patient/{canary}").status_code == 404
+        flush_lake(client)
+        statuses = [client.get("/fhir/Patient?_count=1").status_code for _ in range(60)]
+        assert 429 in statuses  # past the burst
+        text = client.get("/metrics", headers=ops).text
+    after = _samples(text)
+    assert {s.name for s in after} >= _NAMED_SERIES, _NAMED_SERIES - {s.name for s in after}
+
+    def grew(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert grew("fhirlake_http_requests_total", route="/fhir/{rtype}", method="POST", status="201") == 1
+    assert grew("fhirlake_http_requests_total", route="/fhir/{rtype}/{rid}", method="GET", status="404") == 1
+    assert grew("fhirlake_http_request_duration_seconds_count", route="/fhir/{rtype}/{rid}", method="GET") == 2
+    assert grew("fhirlake_ingest_resources_total") == 1
+    assert grew("fhirlake_lake_commits_total", table="patient", outcome="ok") == 1
+    assert grew("fhirlake_lake_files_written_total", table="patient") >= 1
+    assert grew("fhirlake_lake_commit_duration_seconds_count", table="patient") == 1
+    assert grew("fhirlake_kms_request_duration_seconds_count", operation="generate_data_key") >= 1
+    assert grew("fhirlake_key_cache_misses_total") >= 1 and grew("fhirlake_key_cache_hits_total") >= 1
+    assert grew("fhirlake_audit_append_duration_seconds_count") >= 5
+    assert grew("fhirlake_throttled_total", reason="client_rate") >= 1
+    assert _value(after, "fhirlake_circuit_breaker_state", dependency="kms") == 0
+    routes = {s.labels["route"] for s in after if "route" in s.labels}
+    assert {"/fhir/{rtype}", "/fhir/{rtype}/{rid}", "/metrics"} <= routes
+    assert all(r == "unmatched" or _TEMPLATE.fullmatch(r) for r in routes), routes  # templates, never paths
+    for secret in (canary, mrn, pid, "7734"):
+        assert secret not in text

@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from security.config import KmsSettings
 from security.errors import KeyAccessError, KeyStoreError, KmsUnavailableError
-from security.kms import load_provider
+from security.kms import MeteredProvider, load_provider
 from security.kms_aws import AwsKmsProvider
 from tests.fixtures.moto import required_moto
 from tests.fixtures.netproxy import TcpProxy
@@ -163,7 +163,8 @@ def test_kms_error_codes_map_to_security_errors(
 def test_registry_loads_the_aws_provider(kms_url: str, tmp_path: Path) -> None:
     provider = load_provider(kms_settings(kms_url), tmp_path)
 
-    assert isinstance(provider, AwsKmsProvider)
+    assert isinstance(provider, MeteredProvider)
+    assert isinstance(provider.inner, AwsKmsProvider)
     assert provider.name == "aws-kms"
     provider.probe("acme")
 

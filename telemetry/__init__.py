@@ -1,0 +1,1 @@
+"""Process-wide Prometheus instruments every layer may record into (see ``telemetry.metrics``)."""
