@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,10 +29,20 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fresh_metrics_dir(data_dir: Path) -> Path:
+    """Where the processes of ``serve --workers N`` keep their counters, so any of them can answer a
+    scrape with the sum of all (prometheus_client's multiprocess mode). Emptied at each start."""
+    path = data_dir.resolve() / "run" / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o700)
+    return path
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from fhirlake import logs
+    from fhirlake.metrics import MULTIPROC_ENV
     from fhirlake.server import DEMO_ENV, build_app
     from fhirlake.tls_serve import uvicorn_tls_options
 
@@ -57,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # and one of them (holding the lake lock) commits to Iceberg.
         os.environ["FHIRLAKE_DATA_DIR"] = str(settings.data_dir.resolve())
         os.environ.setdefault("FHIRLAKE_INGEST__VALIDATION_WORKERS", "0")
+        os.environ[MULTIPROC_ENV] = str(_fresh_metrics_dir(settings.data_dir))
         os.environ[DEMO_ENV] = "1" if args.demo else "0"
         uvicorn.run("fhirlake.server:app_from_env", factory=True, workers=args.workers, **options)
         return 0

@@ -7,12 +7,14 @@ lake backlog from the journal, readiness, circuit breaker states and, when a sec
 the replication lag of ``dr/lag.py``. Labels are route templates, table, operation, dependency and
 reason names only: nothing here can carry PHI.
 
-With ``serve --workers N`` each process keeps its own instruments; a scrape sees the process that
-answered it. Run one gateway process per pod (``deploy/``) so that every series is scraped.
+With ``serve --workers N`` the processes keep their counters and histograms in files under
+``<data-dir>/run/metrics`` (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``),
+so whichever process answers a scrape serves the sum of all; per-process RSS/CPU are then left out.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from telemetry.metrics import REGISTRY
@@ -29,14 +32,23 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fhirlake.metrics")
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def metrics_text(container: Container) -> str:
-    """The process's instruments, then the installation's gauges, as Prometheus text exposition."""
+    """The instruments, then the installation's gauges, as Prometheus text exposition."""
     scrape = CollectorRegistry(auto_describe=False)
     scrape.register(_InstallationCollector(container))
-    return (generate_latest(REGISTRY) + generate_latest(scrape)).decode() + _dr_text(container)
+    return (_instruments() + generate_latest(scrape)).decode() + _dr_text(container)
+
+
+def _instruments() -> bytes:
+    if not os.environ.get(MULTIPROC_ENV):
+        return generate_latest(REGISTRY)
+    every_process = CollectorRegistry()
+    MultiProcessCollector(every_process)
+    return generate_latest(every_process)
 
 
 class _InstallationCollector(Collector):

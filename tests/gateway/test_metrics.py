@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -107,3 +110,26 @@ def test_the_named_series_move_with_traffic_and_carry_no_phi(tmp_path: Path) -> 
     assert all(r == "unmatched" or _TEMPLATE.fullmatch(r) for r in routes), routes  # templates, never paths
     for secret in (canary, mrn, pid, "7734"):
         assert secret not in text
+
+
+@pytest.mark.slow
+def test_two_gateway_processes_serve_the_sum_of_their_counters(server_factory: Any, tmp_path: Path) -> None:
+    """With ``serve --workers 2`` any process answers a scrape with every process's requests."""
+    server = server_factory(tmp_path / "data", "--workers", "2", FHIRLAKE_INGEST__VALIDATION_WORKERS="0")
+    server.start()
+    token_url = f"{server.origin}/auth/token"
+    with httpx.Client(timeout=30, headers={"Content-Type": "application/fhir+json", **server.headers()}) as http:
+        doc = {"resourceType": "Patient", "name": [{"family": "Zqxworkers"}]}
+        pid = http.post(f"{server.base}/Patient", content=orjson.dumps(doc)).json()["id"]
+        reads = 40  # new connections: uvicorn's processes share the socket, so both serve some
+        for _ in range(reads):
+            with httpx.Client(timeout=30, headers=http.headers) as fresh:
+                assert fresh.get(f"{server.base}/Patient/{pid}").status_code == 200
+        ops = login(http, register(server.data_dir, Role.OPS, "system/Patient.d"), token_url).headers()
+        for _ in range(4):
+            with httpx.Client(timeout=30, headers=ops) as fresh:
+                text = fresh.get(f"{server.origin}/metrics").text
+            got = _value(_samples(text), "fhirlake_http_requests_total", route="/fhir/{rtype}/{rid}", status="200")
+            assert got == reads
+    assert "Zqxworkers" not in text and pid not in text
+    assert list((server.data_dir / "run" / "metrics").glob("*.db"))
