@@ -47,7 +47,7 @@ def _instruments() -> bytes:
     if not os.environ.get(MULTIPROC_ENV):
         return generate_latest(REGISTRY)
     every_process = CollectorRegistry()
-    MultiProcessCollector(every_process)
+    MultiProcessCollector(every_process)  # type: ignore[no-untyped-call]
     return generate_latest(every_process)
 
 
