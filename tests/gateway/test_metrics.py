@@ -57,7 +57,8 @@ _NAMED_SERIES = {
 }
 
 
-_TEMPLATE = re.compile(r"(/([a-z_][a-z0-9_.-]*|\.well-known|\$[a-z-]+|\{[a-z_]+\}))+", re.IGNORECASE)
+# a route template: "/", "/fhir/", "/fhir/{rtype}/{rid}/_history", "/fhir/Patient/$everything", …
+_TEMPLATE = re.compile(r"/|(/([a-z_][a-z0-9_.-]*|\.well-known|\$[a-z-]+|\{[a-z_]+\}))+/?", re.IGNORECASE)
 
 
 def _samples(text: str) -> list[Sample]:
@@ -108,6 +109,7 @@ def test_the_named_series_move_with_traffic_and_carry_no_phi(tmp_path: Path) -> 
     routes = {s.labels["route"] for s in after if "route" in s.labels}
     assert {"/fhir/{rtype}", "/fhir/{rtype}/{rid}", "/metrics"} <= routes
     assert all(r == "unmatched" or _TEMPLATE.fullmatch(r) for r in routes), routes  # templates, never paths
+    assert not routes & {"/fhir/Patient", f"/fhir/Patient/{pid}", f"/fhir/Patient/{canary}"}
     for secret in (canary, mrn, pid, "7734"):
         assert secret not in text
 
