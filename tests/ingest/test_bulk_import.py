@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fixtures.app import container_of
+from tests.fixtures.identity import CERT_HEADER
 from tests.ingest.emr_support import BULK, dead_letters, read
 
 SHARED = Path("/work/shared/data/synthea_bulk_ndjson/10-patients")
@@ -81,3 +82,21 @@ def test_the_whole_synthea_bulk_set_imports(client: TestClient) -> None:
     report = _import(client, names)
     issues = report["issue"]
     assert all(i["diagnostics"].endswith(" 0 dead letters") for i in issues if "log.ndjson" not in i["diagnostics"])  # type: ignore[union-attr]
+
+
+def test_import_and_adapter_posts_need_the_client_certificate(client: TestClient) -> None:
+    """The same token without its certificate may not write, through ``$import`` or an EMR adapter."""
+    names = _stage(client, BULK)
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "input", "part": [{"name": "url", "valueUri": names[0]}]}],
+    }
+    cert = client.headers.pop(CERT_HEADER)
+    try:
+        refused = client.post("/fhir/$import", content=orjson.dumps(params))
+        assert refused.status_code == 403 and refused.json()["resourceType"] == "OperationOutcome"
+        adapter = client.post("/ingest/fhir", content=(BULK / names[0]).read_bytes().splitlines()[0])
+        assert adapter.status_code == 403
+    finally:
+        client.headers[CERT_HEADER] = cert
+    assert dead_letters(client) == []  # refused before anything was read

@@ -308,3 +308,83 @@ def test_break_glass_needs_a_reason_is_flagged_and_expires(world: World) -> None
     with sqlite3.connect(world.data_dir / "auth" / "break_glass.db") as ledger:  # the hour passes
         ledger.execute("UPDATE grants SET expires = 0 WHERE grant_id = ?", (grant.json()["grant"],))
     assert world.client.get(f"/fhir/Patient/{p2}", headers=headers).status_code == 404
+
+
+# -- leak probes through _include, _revinclude, _history and $everything -------------------------------------
+
+
+def _hidden(world: World, who: str) -> tuple[set[str], list[str]]:
+    """Ids of the world's resources in compartments ``who`` may not see, and their identifying values."""
+    if who == "emr_patient_only":  # every Patient of its tenant, no other type
+        return {world.ids[f"{p}-{kind}"] for p in PATIENTS for kind in ("lab", "vital")}, []
+    hidden = [p for p in PATIENTS if not sees(who, p)]
+    ids = {world.ids[key] for p in hidden for key in (p, f"{p}-lab", f"{p}-vital")}
+    if who == "app_p1_lab":
+        ids.add(world.ids["p1-vital"])  # its scope grants laboratory Observations only
+    return ids, [text for p in hidden for text in (f"Fam{p}", f"MRN-{p}")]
+
+
+def _returned(reply: Any) -> set[str]:
+    body = reply.json()
+    return {e["resource"]["id"] for e in body.get("entry", []) if "resource" in e} | (
+        {body["id"]} if body.get("resourceType") not in ("Bundle", "OperationOutcome") else set()
+    )
+
+
+def _assert_no_leak(world: World, who: str, reply: Any) -> set[str]:
+    hidden_ids, hidden_text = _hidden(world, who)
+    if reply.status_code != 200:
+        assert reply.status_code in (403, 404), reply.text
+        assert reply.json()["resourceType"] == "OperationOutcome"
+        assert not any(text in reply.text for text in hidden_text)
+        return set()
+    returned = _returned(reply)
+    assert not returned & hidden_ids, (who, returned & hidden_ids)
+    assert not any(text in reply.text for text in hidden_text), who
+    return returned
+
+
+@pytest.mark.parametrize("who", CALLERS)
+def test_include_and_revinclude_never_bring_in_hidden_resources(world: World, who: str) -> None:
+    included = world.client.get(
+        "/fhir/Observation", params={"_include": "Observation:subject"}, headers=world.headers(who)
+    )
+    revincluded = world.client.get(
+        "/fhir/Patient", params={"_revinclude": "Observation:subject"}, headers=world.headers(who)
+    )
+    got = _assert_no_leak(world, who, included) | _assert_no_leak(world, who, revincluded)
+    if who == "clin_a":  # what it may see does come back: its patient and that patient's Observations
+        assert {world.ids["p1"], world.ids["p1-lab"], world.ids["p1-vital"]} <= got
+    if who in OTHER_TENANT | NO_CLINICAL:
+        assert included.status_code == revincluded.status_code == 403
+
+
+@pytest.mark.parametrize("who", CALLERS)
+@pytest.mark.parametrize("patient", PATIENTS)
+def test_history_never_reveals_hidden_versions(world: World, who: str, patient: str) -> None:
+    instance = world.client.get(f"/fhir/Patient/{world.ids[patient]}/_history", headers=world.headers(who))
+    _assert_no_leak(world, who, instance)
+    status = expected_read(who, "Patient", patient)
+    assert instance.status_code == status, instance.text
+    typed = world.client.get("/fhir/Observation/_history", headers=world.headers(who))
+    got = _assert_no_leak(world, who, typed)
+    if expected_count(who) is None:
+        assert typed.status_code == 403
+    elif sees(who, patient) and who != "app_p1_lab":
+        assert {world.ids[f"{patient}-lab"], world.ids[f"{patient}-vital"]} <= got
+
+
+@pytest.mark.parametrize("who", CALLERS)
+@pytest.mark.parametrize("patient", PATIENTS)
+def test_everything_stays_inside_the_callers_compartments(world: World, who: str, patient: str) -> None:
+    reply = world.client.get(f"/fhir/Patient/{world.ids[patient]}/$everything", headers=world.headers(who))
+    got = _assert_no_leak(world, who, reply)
+    if who == "emr_patient_only":  # the Patient itself, none of the Observations its scope leaves out
+        assert reply.status_code == 200 and got == {world.ids[patient]}
+    elif expected_read(who, "Patient", patient) == 200:
+        assert reply.status_code == 200, reply.text
+        assert {world.ids[patient], world.ids[f"{patient}-lab"], world.ids[f"{patient}-vital"]} <= got
+        others = {world.ids[key] for p in PATIENTS if p != patient for key in (p, f"{p}-lab", f"{p}-vital")}
+        assert not got & others  # another patient's compartment is never part of this one's
+    else:
+        assert reply.status_code in (403, 404)
