@@ -121,6 +121,19 @@ def test_drill_on_the_embedded_default(drill_env: Path, capsys: pytest.CaptureFi
     assert all((primary.root / name).is_dir() for name in ("journal", "lake", "keys", "audit"))
 
 
+def test_a_drill_that_misses_its_target_fails_and_says_which(
+    drill_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No failover finishes in a millisecond: the RTO check fails, the report says FAILED, the exit code is 1."""
+    monkeypatch.setenv("FHIRLAKE_DR__RTO_TARGET_S", "0.001")
+    code = main(["dr", "drill"])
+    out = [line for line in capsys.readouterr().out.splitlines() if line.endswith((".json", ".md"))]
+    doc = json.loads(Path(out[0]).read_text())
+    assert code == 1 and doc["ok"] is False
+    assert [c["name"] for c in doc["checks"] if not c["ok"]] == ["RTO"]
+    assert "FAILED" in Path(out[1]).read_text()
+
+
 class _RegionLoss:
     """The primary's local state disappears and its S3 endpoint stops answering."""
 
