@@ -19,6 +19,7 @@ from prometheus_client.process_collector import ProcessCollector
 __all__ = [
     "AUDIT_APPEND_SECONDS",
     "AUDIT_SINK_FAILURES",
+    "BREAKER_TRANSITIONS",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_SECONDS",
     "INGEST_RESOURCES",
@@ -117,5 +118,11 @@ AUDIT_SINK_FAILURES = Counter(
     "fhirlake_audit_sink_failures",
     "Failed writes to an audit sink, by sink (trail: the local hash-chained trail; worm: the S3 copy).",
     ["sink"],
+    registry=REGISTRY,
+)
+BREAKER_TRANSITIONS = Counter(
+    "fhirlake_circuit_breaker_transitions",
+    "Circuit breaker state changes, by dependency and the state entered (closed, half_open, open).",
+    ["dependency", "state"],
     registry=REGISTRY,
 )

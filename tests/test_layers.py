@@ -19,6 +19,7 @@ FORBIDDEN = {
     "audit": {"gateway"},
     "dr": {"gateway"},
     "telemetry": {"gateway", "ingest", "lake", "security", "audit", "dr", "fhirlake"},
+    "resilience": {"gateway", "ingest", "lake", "security", "audit", "dr", "pyiceberg", "pyarrow", "boto3"},
 }
 
 
