@@ -20,6 +20,16 @@ from typing import TypeVar
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from opentelemetry import trace
 
+from resilience import (
+    Breaker,
+    BreakerPolicy,
+    BreakerState,
+    CircuitOpenError,
+    DeadlineExceededError,
+    RetryPolicy,
+    check_deadline,
+    retry,
+)
 from security.ciphertext import KEY_ID_BYTES
 from security.errors import KeyShreddedError, KeyStoreError, KmsUnavailableError
 from security.keystore import KeyStore, ShredReport, StoredKey
@@ -32,6 +42,7 @@ TENANT_SUBJECT = "tenant"  # resources outside any patient compartment
 INDEX_SUBJECT = "index"  # the blind-index key
 _EPOCH_POLL_S = 1.0
 T = TypeVar("T")
+_KMS_RETRY = RetryPolicy(attempts=3, base_s=0.05, max_s=0.5)  # one failed logical call opens the breaker
 
 
 def patient_subject(patient_key: str | None) -> str:
@@ -44,6 +55,7 @@ class CachePolicy:
     ttl_s: float = 300.0
     check_interval_s: float = 5.0
     retry_after_s: float = 2.0
+    slow_call_s: float | None = None  # a KMS call slower than this counts against the breaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,39 +65,55 @@ class RotationReport:
     remaining: int
 
 
-class _Breaker:
-    """Fails closed while the KMS is down; probes it now and then while keys come from the cache."""
+class _KmsGuard:
+    """The KMS behind a circuit breaker: fails closed while it is open, and probes the KMS every
+    ``check_interval_s`` while keys come from the cache, so a KMS outage is noticed even by a
+    process that never misses the cache. Idempotent calls are retried with jittered backoff."""
 
     def __init__(self, probe: Callable[[], None], policy: CachePolicy, clock: Callable[[], float]) -> None:
+        self.breaker = Breaker(
+            "kms",
+            BreakerPolicy(_KMS_RETRY.attempts, policy.retry_after_s, policy.slow_call_s),
+            (KmsUnavailableError,),
+            clock,
+        )
         self._probe = probe
         self._policy = policy
         self._clock = clock
-        self._open_until = 0.0
         self._next_probe = 0.0
         self._probing = threading.Lock()
 
     @property
     def is_open(self) -> bool:
-        return self._clock() < self._open_until
+        return self.breaker.state is BreakerState.OPEN
 
     def check(self) -> None:
+        try:
+            self.breaker.check()
+        except CircuitOpenError:
+            raise KmsUnavailableError("the KMS is unreachable") from None
         now = self._clock()
-        if now < self._open_until:
-            raise KmsUnavailableError("the KMS is unreachable")
         if now >= self._next_probe and self._probing.acquire(blocking=False):
             try:
-                self.call(self._probe)
+                self.call(self._probe, idempotent=True)
                 self._next_probe = now + self._policy.check_interval_s
             finally:
                 self._probing.release()
 
-    def call(self, fn: Callable[[], T]) -> T:
+    def call(self, fn: Callable[[], T], *, idempotent: bool = False) -> T:
+        """Run one KMS operation. Raises KmsUnavailableError (down, breaker open, out of time) or
+        what the provider raises."""
         try:
-            return fn()
+            check_deadline("a KMS call")
+            if not idempotent:
+                return self.breaker.call(fn)
+            return retry(lambda: self.breaker.call(fn), _KMS_RETRY, (KmsUnavailableError,), operation="a KMS call")
         except KmsUnavailableError:
-            self._open_until = self._clock() + self._policy.retry_after_s
             self._next_probe = 0.0
             raise
+        except (CircuitOpenError, DeadlineExceededError):
+            self._next_probe = 0.0
+            raise KmsUnavailableError("the KMS is unreachable") from None
 
 
 class DataKeys:
@@ -102,7 +130,7 @@ class DataKeys:
         self.tenant = tenant
         self._policy = policy or CachePolicy()
         self._clock = clock
-        self._breaker = _Breaker(lambda: provider.probe(tenant), self._policy, clock)
+        self._breaker = _KmsGuard(lambda: provider.probe(tenant), self._policy, clock)
         self._lock = threading.Lock()
         self._by_id: OrderedDict[bytes, tuple[AESGCM, float, str]] = OrderedDict()
         self._by_subject: dict[str, bytes] = {}
@@ -115,6 +143,11 @@ class DataKeys:
     @property
     def kms_available(self) -> bool:
         return not self._breaker.is_open
+
+    @property
+    def breaker(self) -> Breaker:
+        """The KMS circuit breaker (its state is on ``/metrics`` and ``/readyz``)."""
+        return self._breaker.breaker
 
     def healthy(self) -> bool:
         """Whether keys can be served now (probes the KMS at most once per check interval)."""
@@ -174,7 +207,7 @@ class DataKeys:
             if raw is not None:
                 return raw
         return self._breaker.call(
-            lambda: self.provider.decrypt_data_key(stored.kek_id, stored.wrapped, _context(stored))
+            lambda: self.provider.decrypt_data_key(stored.kek_id, stored.wrapped, _context(stored)), idempotent=True
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -234,7 +267,7 @@ class DataKeys:
         if self.store.is_shredded(self.tenant, subject):
             raise KeyShreddedError("the subject was erased")
         key_id = os.urandom(KEY_ID_BYTES)
-        kek_id = self._breaker.call(lambda: self.provider.current_kek(self.tenant))
+        kek_id = self._breaker.call(lambda: self.provider.current_kek(self.tenant), idempotent=True)
         context = {"tenant": self.tenant, "subject": subject, "key_id": key_id.hex()}
         with _tracer.start_as_current_span("kms.generate_data_key"):
             raw, wrapped = self._breaker.call(lambda: self.provider.generate_data_key(kek_id, context))
@@ -247,7 +280,8 @@ class DataKeys:
     def _unwrap(self, stored: StoredKey) -> AESGCM:
         with _tracer.start_as_current_span("kms.decrypt_data_key"):
             raw = self._breaker.call(
-                lambda: self.provider.decrypt_data_key(stored.kek_id, stored.wrapped, _context(stored))
+                lambda: self.provider.decrypt_data_key(stored.kek_id, stored.wrapped, _context(stored)),
+                idempotent=True,
             )
         return self._remember(stored, raw)
 

@@ -84,7 +84,7 @@ class AwsKmsProvider:
             config=Config(
                 connect_timeout=settings.timeout_s,
                 read_timeout=settings.timeout_s,
-                retries={"max_attempts": 2, "mode": "standard"},
+                retries={"total_max_attempts": 1, "mode": "standard"},  # retries are ours (security.keys)
             ),
         )
         self._lock = threading.Lock()

@@ -77,7 +77,12 @@ def test_aws_kms_end_to_end_fails_closed_while_unreachable_and_recovers(server_f
 @pytest.mark.slow
 def test_rotation_while_clients_read_and_write(server_factory: Any, tmp_path: Path) -> None:
     # A tiny key cache makes reads unwrap keys all the time, so they race the re-wrapping.
-    server = server_factory(FHIRLAKE_SECURITY__KEY_CACHE_SIZE="2")
+    # Three tight loops under one client id would meet its rate limit (429), which is not this test's subject.
+    server = server_factory(
+        FHIRLAKE_SECURITY__KEY_CACHE_SIZE="2",
+        FHIRLAKE_LIMITS__CLIENT_RATE_PER_S="100000",
+        FHIRLAKE_LIMITS__CLIENT_BURST="100000",
+    )
     server.start()
     auth = server.headers()
     errors: list[str] = []
