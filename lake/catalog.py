@@ -12,6 +12,7 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, 
 from pyiceberg.table import Table
 
 from lake.errors import LakeSchemaError
+from lake.guard import LakeGuard
 from lake.schema import SCHEMA, SORT_ORDER, all_tables, partition_spec
 
 _TABLE_PROPERTIES = {
@@ -34,8 +35,9 @@ _TABLE_PROPERTIES = {
 class LakeCatalog:
     """Owns the catalog connection and a cache of loaded tables."""
 
-    def __init__(self, catalog: Catalog, namespace: str, buckets: int) -> None:
+    def __init__(self, catalog: Catalog, namespace: str, buckets: int, guard: LakeGuard | None = None) -> None:
         self.catalog = catalog
+        self.guard = guard or LakeGuard()  # breakers of the catalog and object storage
         self.namespace = namespace
         self._buckets = buckets
         self._tables: dict[str, Table] = {}
@@ -103,12 +105,16 @@ class LakeCatalog:
                 tx.set_properties(missing)
 
     def table(self, name: str, *, fresh: bool = False) -> Table:
-        """The table ``name``, from cache unless ``fresh`` (raises NoSuchTableError)."""
+        """The table ``name``, from cache unless ``fresh``.
+
+        Raises NoSuchTableError, LakeUnavailableError or CircuitOpenError (catalog or storage down).
+        """
         with self._lock:
             cached = self._tables.get(name)
         if cached is not None and not fresh:
             return cached
-        table = self.catalog.load_table(f"{self.namespace}.{name}")
+        ident = f"{self.namespace}.{name}"
+        table = self.guard.read(lambda: self.catalog.load_table(ident), "catalog.load_table", catalog=True)
         with self._lock:
             self._tables[name] = table
         return table

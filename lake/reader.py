@@ -36,7 +36,8 @@ class LakeReader:
 
     def _bodies(self, resource_type: str, wanted: list[tuple[str, int, str | None]]) -> dict[tuple[str, int], bytes]:
         ids = sorted({k[0] for k in wanted})
-        fast = self._index.read(table_for(resource_type), self._catalog.table(table_for(resource_type)), wanted)
+        table = self._catalog.table(table_for(resource_type))
+        fast = self._catalog.guard.read(lambda: self._index.read(table_for(resource_type), table, wanted), "lake.read")
         if fast is not None and len(fast) >= len({(k[0], k[1]) for k in wanted}):
             return fast
         filt = _one_of("id", ids)
@@ -56,7 +57,8 @@ class LakeReader:
         self, resource_type: str, filt: BooleanExpression, versions: set[tuple[str, int]], *, fresh: bool
     ) -> dict[tuple[str, int], bytes]:
         table = self._catalog.table(table_for(resource_type), fresh=fresh)
-        data = table.scan(row_filter=filt, selected_fields=("id", "version", "resource")).to_arrow()
+        scan = table.scan(row_filter=filt, selected_fields=("id", "version", "resource"))
+        data = self._catalog.guard.read(scan.to_arrow, "lake.read")
         found: dict[tuple[str, int], bytes] = {}
         for rid, version, body in zip(
             data.column("id").to_pylist(),
@@ -93,7 +95,7 @@ class LakeReader:
         scan = table.scan(
             row_filter=filt, selected_fields=("id", "version", "resource"), snapshot_id=snapshot.snapshot_id
         )
-        reader = scan.to_arrow_batch_reader()
+        reader = self._catalog.guard.read(scan.to_arrow_batch_reader, "lake.scan")
 
         def batches() -> Iterator[list[tuple[str, int, bytes | None]]]:
             for batch in reader:
@@ -110,7 +112,8 @@ class LakeReader:
 
     def scan(self, table_name: str, columns: tuple[str, ...] = ("*",)) -> pa.Table:
         """The whole current snapshot of ``table_name`` (for operators and tests)."""
-        return self._catalog.table(table_name, fresh=True).scan(selected_fields=columns).to_arrow()
+        scan = self._catalog.table(table_name, fresh=True).scan(selected_fields=columns)
+        return self._catalog.guard.read(scan.to_arrow, "lake.scan")
 
 
 def _one_of(column: str, values: list[str]) -> BooleanExpression:

@@ -10,6 +10,7 @@ already holds and writes every row exactly once.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 import time
@@ -18,9 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import structlog
 from opentelemetry import trace
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
+from pyiceberg.table import Table
 
 from lake.arrow import rows_to_arrow
 from lake.catalog import LakeCatalog
@@ -187,9 +190,7 @@ class LakeWriter:
             data = rows_to_arrow(pending)
             started = time.perf_counter()
             try:
-                with table.transaction() as tx:
-                    tx.append(data, snapshot_properties={"fhirlake.journal-seq-high": str(high)})
-                    tx.set_properties({JOURNAL_SEQ_PROPERTY: str(high)})
+                self._catalog.guard.write(functools.partial(_append, table, data, high), "lake.commit")
             except (CommitFailedException, CommitStateUnknownException, ValueError):
                 # A concurrent commit (compaction, another writer) won; pyiceberg reports a stale
                 # base as ValueError. Retrying is safe: the journal position is re-read first.
@@ -217,3 +218,10 @@ class LakeWriter:
     def _prune(self) -> None:
         cutoff = int(datetime.now(UTC).timestamp() * 1_000_000) - self._retention_us
         self._source.prune_bodies(self._source.committed_seq(), cutoff)
+
+
+def _append(table: Table, data: pa.Table, high: int) -> None:
+    """One Iceberg commit: the rows and the journal position they bring the table to."""
+    with table.transaction() as tx:
+        tx.append(data, snapshot_properties={"fhirlake.journal-seq-high": str(high)})
+        tx.set_properties({JOURNAL_SEQ_PROPERTY: str(high)})

@@ -49,7 +49,8 @@ class BreakerPolicy:
 
 
 class Breaker:
-    """One dependency's breaker. ``failures`` are the exception types that count against it."""
+    """One dependency's breaker. ``failures`` are the exception types that count against it,
+    except those also in ``ignore`` (a missing file is an ``OSError`` but not an outage)."""
 
     def __init__(
         self,
@@ -57,9 +58,11 @@ class Breaker:
         policy: BreakerPolicy,
         failures: tuple[type[BaseException], ...],
         clock: Callable[[], float] = time.monotonic,
+        *,
+        ignore: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.dependency, self.policy = dependency, policy
-        self._failures, self._clock = failures, clock
+        self._failures, self._clock, self._ignore = failures, clock, ignore
         self._lock = threading.Lock()
         self._state = BreakerState.CLOSED
         self._failed = 0
@@ -91,8 +94,8 @@ class Breaker:
         started = self._clock()
         try:
             result = fn()
-        except self._failures:
-            self._record(False, probe)
+        except self._failures as exc:
+            self._record(isinstance(exc, self._ignore), probe)  # e.g. a missing object is no outage
             raise
         except BaseException:
             self._record(True, probe)  # not the dependency's fault (e.g. a bad request)

@@ -41,12 +41,13 @@ def retry(
     retry_on: tuple[type[BaseException], ...],
     *,
     operation: str,
+    ignore: tuple[type[BaseException], ...] = (),
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
 ) -> T:
     """Call ``fn`` until it succeeds, at most ``policy.attempts`` times.
 
-    Only exceptions in ``retry_on`` are retried; the last one is re-raised. Raises
+    Only exceptions in ``retry_on`` and not in ``ignore`` are retried; the last one is re-raised. Raises
     DeadlineExceededError if the request's deadline would pass during a pause.
     """
     for attempt in range(policy.attempts):
@@ -55,8 +56,8 @@ def retry(
             return fn()
         except CircuitOpenError:
             raise
-        except retry_on:
-            if attempt + 1 >= policy.attempts:
+        except retry_on as exc:
+            if isinstance(exc, ignore) or attempt + 1 >= policy.attempts:
                 raise
             pause = policy.backoff(attempt, rng)
             left = remaining()
