@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -33,6 +34,7 @@ from lake.audit_table import AuditTable
 from lake.catalog import LakeCatalog
 from lake.reader import LakeReader
 from lake.writer import LakeWriter
+from resilience import Breakers
 from security.authz import Authorizer, database_enforcer
 from security.breakglass import BreakGlassLedger
 from security.clients import ClientRegistry
@@ -114,6 +116,8 @@ class Container:
     sealer: RowSealer
     region_guard: RegionGuard | None = None
     emr: EmrIngest | None = None  # EMR adapters, raw zone, dead letters, enterprise patient index
+    breakers: Breakers = field(default_factory=Breakers)  # kms, catalog, object_storage, audit_worm
+    worm: WormSink | None = None  # the WORM audit copy, if configured
 
     def start(self) -> None:
         # Import every supported R4B model now (~1.5 s), not inside the first request.
@@ -128,12 +132,19 @@ class Container:
 
     def breaker_states(self) -> dict[str, str]:
         """Circuit breaker state per dependency: closed, half_open or open."""
-        return {"kms": "closed" if self.keys.kms_available else "open"}
+        return {name: state.value for name, state in self.breakers.states().items()}
+
+    def readiness(self) -> dict[str, Any]:
+        """The ``/readyz`` report: ready, degraded or not-ready, per dependency (fhirlake.readiness)."""
+        from fhirlake.readiness import readiness
+
+        return readiness(self)
 
     def ready(self) -> bool:
-        return self.lake_writer.last_error is None and self.keys.healthy() and not self._fenced()
+        """Whether the load balancer should send traffic here (ready or degraded)."""
+        return bool(self.readiness()["status"] != "not-ready")
 
-    def _fenced(self) -> bool:
+    def fenced(self) -> bool:
         """A region fenced by a failover is not ready: load balancers stop sending it traffic."""
         if self.region_guard is None:
             return False
@@ -196,6 +207,9 @@ def build(settings: Settings) -> Container:
         guard=guard,
     )
     catalog = open_catalog(settings)
+    breakers = Breakers()
+    for breaker in (keys.breaker, catalog.guard.catalog, catalog.guard.storage):
+        breakers.add(breaker)
     lake_reader = LakeReader(catalog)
     writer = LakeWriter(
         catalog,
@@ -212,7 +226,10 @@ def build(settings: Settings) -> Container:
     service = IngestService(journal, validator, TransactionApplier(pseudo, sealer), reads, settings.limits.max_count)
     erasure = PatientErasure(journal, keys if sealer.encrypted else None, pseudo)
     auth = build_auth(settings, paths, journal, pseudo, sealer)
-    auditing = AuditRecorder(open_trail(settings, paths, keys), settings.tenant)
+    worms: list[WormSink] = []
+    auditing = AuditRecorder(open_trail(settings, paths, keys, worms), settings.tenant)
+    for worm in worms:
+        breakers.add(worm.breaker)
     queries = AuditQueries(paths.audit, pseudo, settings.limits.max_count)
     audit_table = AuditTable(catalog)
     audit_table.ensure()
@@ -236,6 +253,8 @@ def build(settings: Settings) -> Container:
         sealer,
         guard,
         build_emr(region.root, keys, pseudo, sealer, service, reads),
+        breakers,
+        worms[0] if worms else None,
     )
 
 
@@ -243,9 +262,9 @@ AUDIT_SIGNING_SUBJECT = "audit-signing"  # the Ed25519 seed: a data key wrapped 
 _MAX_TRAILS = 64
 
 
-def open_trail(settings: Settings, paths: Paths, keys: DataKeys) -> Trail:
+def open_trail(settings: Settings, paths: Paths, keys: DataKeys, worms: list[WormSink] | None = None) -> Trail:
     """This process's audit trail: ``audit/trail-N`` (``trail-<region>-N`` outside the primary region),
-    the first one no other gateway process holds."""
+    the first one no other gateway process holds. A WORM copy it builds is appended to ``worms``."""
     if not settings.audit.enabled:
         log.warning("audit_off", detail="the audit trail is OFF: benchmark use only, never with real data")
         return NullTrail()
@@ -267,6 +286,8 @@ def open_trail(settings: Settings, paths: Paths, keys: DataKeys) -> Trail:
                 region=settings.audit.worm_region,
                 endpoint_url=settings.audit.worm_endpoint_url,
             )
+            if worms is not None:
+                worms.append(sink)
         return AuditTrail(
             sink,
             seed,

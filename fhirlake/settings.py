@@ -33,6 +33,12 @@ class LimitSettings(BaseModel):
     client_burst: int = Field(default=400, ge=1, description="Requests one client may send at once above its rate.")
     client_in_flight: int = Field(default=32, ge=1, description="Concurrent requests of one client.")
     max_in_flight: int = Field(default=256, ge=1, description="Concurrent requests in all; past it, 503 (shedding).")
+    max_rss_mb: float | None = Field(
+        default=None, gt=0, description="Resident memory of the process past which new requests get 503 (shedding)."
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Deadline of one request, passed to every dependency call it makes."
+    )
 
 
 class IngestSettings(BaseModel):

@@ -27,7 +27,7 @@ from gateway.export_routes import router as export_router
 from gateway.fhir import fhir_json
 from gateway.ingest_routes import router as ingest_router
 from gateway.routes import router
-from gateway.throttle import ShedMiddleware, Throttle
+from gateway.throttle import DeadlineMiddleware, ShedMiddleware, Throttle
 from ingest.journal import JournalClosedError
 from telemetry.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 
@@ -113,7 +113,10 @@ def create_app(container: Any) -> FastAPI:
 
     limits = container.settings.limits
     app.state.throttle = Throttle(limits.client_rate_per_s, limits.client_burst, limits.client_in_flight)
-    app.add_middleware(ShedMiddleware, max_in_flight=limits.max_in_flight)  # innermost: shed requests are audited
+    app.add_middleware(  # innermost: shed requests are audited
+        ShedMiddleware, max_in_flight=limits.max_in_flight, max_rss_mb=limits.max_rss_mb
+    )
+    app.add_middleware(DeadlineMiddleware, seconds=limits.request_timeout_s)
     app.add_middleware(AuditMiddleware)  # inner: the request log below also sees a 503 from audit
     app.add_middleware(RequestContext)
 
@@ -130,7 +133,8 @@ def create_app(container: Any) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        ready = await run_in_threadpool(container.ready)  # may probe the KMS over the network
-        return fhir_json({"status": "ready" if ready else "not-ready"}, status=200 if ready else 503)
+        """ready / degraded (200) or not-ready (503), per dependency; names and states only, no data."""
+        report = await run_in_threadpool(container.readiness)  # may probe the KMS over the network
+        return fhir_json(report, status=503 if report["status"] == "not-ready" else 200)
 
     return app

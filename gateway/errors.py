@@ -18,6 +18,7 @@ from ingest import errors as ie
 from ingest.journal import JournalClosedError
 from lake.errors import LakeError
 from lake.views.errors import ViewDefinitionError, ViewEvaluationError
+from resilience.errors import CircuitOpenError, ResilienceError
 from security.errors import (
     AuthenticationError,
     InvalidScopeError,
@@ -49,6 +50,7 @@ STATUS_OF: dict[type[Exception], int] = {
     KeyAccessError: 503,  # fail closed: a key the KMS refuses is a key we do not have
     KeyShreddedError: 410,
     AuditError: 503,
+    ResilienceError: 503,  # a dependency's breaker is open, or the request ran out of time
     DrError: 503,  # a fenced region (after a failover) accepts no writes
     AuthenticationError: 401,
     InvalidScopeError: 403,
@@ -81,6 +83,8 @@ def outcome_of(exc: BaseException) -> dict[str, object]:
         return outcome([ie.Issue("deleted", "the patient of this resource was erased")])
     if isinstance(exc, KmsUnavailableError | KeyAccessError):
         return outcome([ie.Issue("transient", "the key management service is unavailable; no data was returned")])
+    if isinstance(exc, ResilienceError):
+        return outcome([ie.Issue("transient", exc.message)])  # names the dependency, never data
     if isinstance(exc, FhirlakeError) and status_of(exc) != 500:
         return outcome([ie.Issue("transient", "the service is temporarily unavailable")])
     return outcome([ie.Issue("exception", "internal server error")])
@@ -89,7 +93,7 @@ def outcome_of(exc: BaseException) -> dict[str, object]:
 def error_response(exc: BaseException) -> Response:
     status = status_of(exc)
     headers = {"Retry-After": "5"} if status == 503 else None
-    if isinstance(exc, ie.ThrottledError):
+    if isinstance(exc, ie.ThrottledError | CircuitOpenError):
         headers = {"Retry-After": str(exc.retry_after_s)}
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="fhirlake"'}

@@ -120,6 +120,11 @@ class AuditRecorder:
     def close(self) -> None:
         self._trail.close()
 
+    @property
+    def healthy(self) -> bool:
+        """False while the trail's last append failed (requests then answer 503)."""
+        return bool(getattr(self._trail, "healthy", True))
+
     def submit(self, facts: RequestFacts) -> Future[int]:
         """Queue the request's record; the future resolves once it is durable (raises AuditError otherwise)."""
         return self._trail.submit(self.event(facts))
