@@ -14,7 +14,8 @@ Manifest = dict[str, Any]
 
 
 def kustomization() -> Manifest:
-    return yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    doc: Manifest = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    return doc
 
 
 def manifests() -> list[Manifest]:

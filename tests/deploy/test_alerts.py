@@ -59,7 +59,8 @@ def exported_series() -> set[str]:
 
 
 def rule_file() -> dict[str, Any]:
-    return yaml.safe_load(ALERTS.read_text())
+    doc: dict[str, Any] = yaml.safe_load(ALERTS.read_text())
+    return doc
 
 
 def rules() -> list[dict[str, Any]]:
