@@ -33,7 +33,7 @@ from ingest.validation import Validator
 from lake.audit_table import AuditTable
 from lake.catalog import LakeCatalog
 from lake.reader import LakeReader
-from lake.writer import LakeWriter
+from lake.writer import LakeWriter, StandbyLakeWriter
 from resilience import Breakers
 from security.authz import Authorizer, database_enforcer
 from security.breakglass import BreakGlassLedger
@@ -190,6 +190,32 @@ def open_sealer(settings: Settings, keys: DataKeys) -> RowSealer:
     return FieldSealer(keys)
 
 
+def open_journal(settings: Settings, paths: Paths, guard: RegionGuard) -> Journal:
+    return Journal(
+        paths.journal,
+        settings.ingest.group_commit_max_wait_ms,
+        idempotency_ttl_s=settings.ingest.idempotency_ttl_hours * 3600.0,
+        guard=guard,
+    )
+
+
+def open_lake_writer(
+    settings: Settings, paths: Paths, catalog: LakeCatalog, journal: Journal, *, committer: bool = True
+) -> LakeWriter:
+    """The Iceberg committer, or with ``committer=False`` (a gateway beside a separate
+    ``fhirlake writer``) a stand-in that never takes ``lake/writer.lock`` and never commits."""
+    kind = LakeWriter if committer else StandbyLakeWriter
+    return kind(
+        catalog,
+        journal,
+        interval_s=settings.lake.commit_interval_s,
+        min_rows=settings.lake.commit_min_rows,
+        max_rows=settings.lake.max_batch_rows,
+        hot_retention_s=settings.lake.hot_retention_s,
+        lock_path=paths.lake / "writer.lock",
+    )
+
+
 def build(settings: Settings) -> Container:
     settings.data_dir.resolve().mkdir(parents=True, exist_ok=True, mode=0o700)
     region = active_region(settings)
@@ -200,26 +226,13 @@ def build(settings: Settings) -> Container:
     keys = open_keys(settings)
     pseudo = Pseudonymizer(keys.secret(INDEX_SUBJECT), settings.tenant)
     sealer = open_sealer(settings, keys)
-    journal = Journal(
-        paths.journal,
-        settings.ingest.group_commit_max_wait_ms,
-        idempotency_ttl_s=settings.ingest.idempotency_ttl_hours * 3600.0,
-        guard=guard,
-    )
+    journal = open_journal(settings, paths, guard)
     catalog = open_catalog(settings)
     breakers = Breakers()
     for breaker in (keys.breaker, catalog.guard.catalog, catalog.guard.storage):
         breakers.add(breaker)
     lake_reader = LakeReader(catalog)
-    writer = LakeWriter(
-        catalog,
-        journal,
-        interval_s=settings.lake.commit_interval_s,
-        min_rows=settings.lake.commit_min_rows,
-        max_rows=settings.lake.max_batch_rows,
-        hot_retention_s=settings.lake.hot_retention_s,
-        lock_path=paths.lake / "writer.lock",
-    )
+    writer = open_lake_writer(settings, paths, catalog, journal, committer=settings.lake.writer_in_gateway)
     limits = Limits(max_depth=settings.limits.max_depth, max_entries=settings.limits.max_entries)
     validator = Validator(limits, settings.ingest.validation_workers)
     reads = ResourceReads(journal, lake_reader, pseudo, sealer)

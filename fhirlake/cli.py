@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fhirlake import audit_cli, certs_cli, cli_audit, clients_cli, dr_cli, ingest_cli, keys_cli, views_cli
+from fhirlake import audit_cli, certs_cli, cli_audit, clients_cli, dr_cli, ingest_cli, keys_cli, views_cli, writer_cli
 from fhirlake.errors import FhirlakeError
 from fhirlake.settings import Settings
 
@@ -171,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     views_cli.register(sub, _add_data_dir)
     dr_cli.register(sub, _add_data_dir)
     ingest_cli.register(sub, _add_data_dir)
+    writer_cli.register(sub, _add_data_dir)
 
     args = parser.parse_args(argv)
     args.settings_of, args.print = _settings, _print

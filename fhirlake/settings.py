@@ -61,6 +61,10 @@ class LakeSettings(BaseModel):
         description="How long resource bodies stay in the journal after they reached the lake.",
     )
     snapshot_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+    writer_in_gateway: bool = Field(
+        default=True,
+        description="The gateway commits to Iceberg itself; false when a separate `fhirlake writer` process does.",
+    )
     compact_min_files: int = Field(default=4, ge=2)
     target_file_rows: int = Field(default=1_000_000, ge=1000)
 

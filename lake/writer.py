@@ -220,6 +220,20 @@ class LakeWriter:
         self._source.prune_bodies(self._source.committed_seq(), cutoff)
 
 
+class StandbyLakeWriter(LakeWriter):
+    """A gateway's writer while a separate ``fhirlake writer`` process commits to Iceberg: it never
+    takes the single-committer lock (not even when the gateway stops), so it never commits."""
+
+    def holds_lock(self) -> bool:
+        return False
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, *, drain: bool = True) -> None:
+        pass
+
+
 def _append(table: Table, data: pa.Table, high: int) -> None:
     """One Iceberg commit: the rows and the journal position they bring the table to."""
     with table.transaction() as tx:

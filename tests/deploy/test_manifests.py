@@ -16,13 +16,6 @@ from tests.deploy.manifests import BASE, Manifest, containers, env_of, kustomiza
 
 KUBERNETES_VERSION = "1.30"
 
-# Settings that the deploy manifests use and that land with other parts of issue 11; the integrator
-# removes each name here once its branch is merged (then the walk below checks it like the others).
-PENDING_SETTINGS = {
-    "FHIRLAKE_LAKE__WRITER_IN_GATEWAY",  # gateway/writer split (issue 11)
-    "FHIRLAKE_LIMITS__MAX_RSS_MB",  # RSS-based load shedding (issue 11)
-}
-
 GATEWAY = "fhirlake-gateway"
 WRITER = "fhirlake-writer"
 
@@ -276,12 +269,5 @@ def test_the_settings_walk_tells_real_fields_from_typos() -> None:
 
 
 def test_every_fhirlake_variable_names_a_settings_field() -> None:
-    unknown = {name for name in fhirlake_env_names() - PENDING_SETTINGS if not resolves(name)}
+    unknown = {name for name in fhirlake_env_names() if not resolves(name)}
     assert not unknown
-
-
-def test_pending_settings_are_still_pending() -> None:
-    # Once a pending field exists, drop it from PENDING_SETTINGS so that a later rename is caught.
-    landed = {name for name in PENDING_SETTINGS if resolves(name)}
-    assert not landed, f"now in Settings, remove from PENDING_SETTINGS: {sorted(landed)}"
-    assert fhirlake_env_names() >= PENDING_SETTINGS
