@@ -32,9 +32,10 @@ from ingest.transaction import TransactionApplier
 from ingest.validation import Validator
 from lake.audit_table import AuditTable
 from lake.catalog import LakeCatalog
+from lake.guard import LakeGuard
 from lake.reader import LakeReader
 from lake.writer import LakeWriter, StandbyLakeWriter
-from resilience import Breakers
+from resilience import BreakerPolicy, Breakers
 from security.authz import Authorizer, database_enforcer
 from security.breakglass import BreakGlassLedger
 from security.clients import ClientRegistry
@@ -91,6 +92,7 @@ def open_catalog(settings: Settings) -> LakeCatalog:
         settings.lake.patient_buckets,
         warehouse=region.warehouse,
         io_properties=region.io_properties,
+        guard=LakeGuard(BreakerPolicy(settings.lake.breaker_failures, settings.lake.breaker_open_s, slow_call_s=30.0)),
     )
     catalog.ensure_tables()
     return catalog

@@ -61,6 +61,10 @@ class LakeSettings(BaseModel):
         description="How long resource bodies stay in the journal after they reached the lake.",
     )
     snapshot_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+    breaker_failures: int = Field(
+        default=3, ge=1, description="Failed catalog or object-storage calls in a row that open its breaker."
+    )
+    breaker_open_s: float = Field(default=5.0, gt=0, description="How long an open lake breaker fails fast.")
     writer_in_gateway: bool = Field(
         default=True,
         description="The gateway commits to Iceberg itself; false when a separate `fhirlake writer` process does.",

@@ -79,7 +79,7 @@ class WriterProcess:
 
 def _handler(process: WriterProcess, token: bytes | None) -> type[BaseHTTPRequestHandler]:
     class Health(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             if self.path == "/healthz":
                 self._reply(200, {"status": "ok"})
             elif self.path == "/readyz":
@@ -111,7 +111,7 @@ def _handler(process: WriterProcess, token: bytes | None) -> type[BaseHTTPReques
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # probes every few seconds would drown the log; nothing here is worth a line
 
     return Health

@@ -52,6 +52,7 @@ class LakeCatalog:
         *,
         warehouse: str | None = None,
         io_properties: dict[str, str] | None = None,
+        guard: LakeGuard | None = None,
     ) -> LakeCatalog:
         """The SQLite catalog under ``lake_dir``; the warehouse is ``lake_dir/warehouse`` unless
         ``warehouse`` names another location (``s3://bucket/prefix`` with ``io_properties`` such as
@@ -67,7 +68,7 @@ class LakeCatalog:
             warehouse=warehouse,
             **(io_properties or {}),
         )
-        return cls(catalog, namespace, buckets)
+        return cls(catalog, namespace, buckets, guard)
 
     def ensure_tables(self) -> None:
         """Create the namespace and every table that does not exist yet."""

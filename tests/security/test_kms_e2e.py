@@ -75,6 +75,65 @@ def test_aws_kms_end_to_end_fails_closed_while_unreachable_and_recovers(server_f
 
 
 @pytest.mark.slow
+def test_a_slow_kms_opens_the_breaker_readyz_and_metrics_say_so_and_it_recovers(
+    server_factory: Any, moto_url: str
+) -> None:
+    port = urlsplit(moto_url).port
+    assert port is not None
+    with TcpProxy("127.0.0.1", port) as proxy:
+        server = server_factory(
+            **aws_env(),
+            FHIRLAKE_SECURITY__KMS__PROVIDER="aws-kms",
+            FHIRLAKE_SECURITY__KMS__AWS_ENDPOINT_URL=proxy.url,
+            FHIRLAKE_SECURITY__KMS__AWS_ALIAS_PREFIX="alias/fhirlake-slow",
+            FHIRLAKE_SECURITY__KMS__AWS_CREATE_KEYS="true",
+            # moto 5.2 keeps only 36 characters of the key id in its ciphertext blobs, so it cannot
+            # decrypt under a multi-region key ("mrk-" + 36): this test needs real unwraps.
+            FHIRLAKE_SECURITY__KMS__AWS_MULTI_REGION="false",
+            FHIRLAKE_SECURITY__KMS__TIMEOUT_S="1.0",
+            FHIRLAKE_SECURITY__KMS_CHECK_INTERVAL_S="0.3",
+            FHIRLAKE_SECURITY__KMS_RETRY_AFTER_S="1.0",
+            FHIRLAKE_SECURITY__KEY_CACHE_TTL_S="0.5",  # keys expire quickly: reads reach the KMS
+        )
+        server.start()
+        ops = _ops_headers(server)
+        with httpx.Client(timeout=30, headers={**HEADERS, **server.headers()}) as http:
+            written = []
+            for _ in range(2):
+                canary = Canary()
+                reply = http.post(server.base, content=canary.bundle_bytes())
+                assert reply.status_code == 200, reply.text
+                written.append((reply.json()["entry"][0]["response"]["location"].split("/_history")[0], canary))
+            proxy.delay_s = 3.0  # every KMS answer now arrives after the client's 1 s timeout
+            assert _wait_for(lambda: http.get(f"{server.base}/{written[0][0]}").status_code == 503)
+            ready = httpx.get(f"http://127.0.0.1:{server.port}/readyz", timeout=10)
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "not-ready" and ready.json()["dependencies"]["kms"]["status"] == "down"
+            metrics = http.get(f"http://127.0.0.1:{server.port}/metrics", headers=ops).text
+            assert 'fhirlake_circuit_breaker_state{dependency="kms"} 2.0' in metrics
+            started = time.monotonic()
+            refused = http.get(f"{server.base}/{written[1][0]}")
+            assert refused.status_code == 503 and time.monotonic() - started < 0.5  # failing fast, not waiting
+            assert all(c.s("Family") not in refused.text for _, c in written)
+
+            proxy.delay_s = 0.0
+            assert _wait_for(lambda: http.get(f"{server.base}/{written[0][0]}").status_code == 200), "no recovery"
+            for ref, canary in written:  # nothing acknowledged was lost
+                assert canary.s("Family") in http.get(f"{server.base}/{ref}").text
+            assert httpx.get(f"http://127.0.0.1:{server.port}/readyz", timeout=10).json()["status"] == "ready"
+        server.stop()
+
+
+def _ops_headers(server: Any) -> dict[str, str]:
+    from security.principal import Role
+    from tests.fixtures.identity import login, register
+
+    with httpx.Client(timeout=30) as http:
+        caller = register(server.data_dir, Role.OPS, "system/Patient.d")
+        return login(http, caller, f"{server.origin}/auth/token").headers()
+
+
+@pytest.mark.slow
 def test_rotation_while_clients_read_and_write(server_factory: Any, tmp_path: Path) -> None:
     # A tiny key cache makes reads unwrap keys all the time, so they race the re-wrapping.
     # Three tight loops under one client id would meet its rate limit (429), which is not this test's subject.
