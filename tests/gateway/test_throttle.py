@@ -76,3 +76,77 @@ def test_load_is_shed_past_the_in_flight_limit() -> None:
     asyncio.run(scenario())
     assert sent[0][0]["status"] == 200
     assert sent[1][0]["status"] == 503 and (b"retry-after", b"1") in sent[1][0]["headers"]
+
+
+def _one_request(app: Any, path: str = "/fhir/Patient") -> dict[str, Any]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    asyncio.run(app({"type": "http", "path": path, "method": "GET", "headers": []}, receive, send))
+    return sent[0]
+
+
+async def _ok_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_load_is_shed_past_the_memory_mark_and_resumes_below_it() -> None:
+    from telemetry.metrics import THROTTLED
+
+    rss = [900.0]
+    shed = ShedMiddleware(_ok_app, max_in_flight=10, max_rss_mb=800.0, rss_mb=lambda: rss[0])
+    before = THROTTLED.labels("shed_memory")._value.get()
+    refused = _one_request(shed)
+    assert refused["status"] == 503 and (b"retry-after", b"1") in refused["headers"]
+    assert THROTTLED.labels("shed_memory")._value.get() == before + 1
+    assert _one_request(shed, "/healthz")["status"] == 200  # probes are never shed
+    rss[0] = 700.0
+    assert _one_request(shed)["status"] == 200
+
+
+def test_resident_memory_is_read_from_proc() -> None:
+    from gateway.throttle import ResidentMemory
+
+    value = ResidentMemory()()
+    assert value is not None and 10.0 < value < 24 * 1024  # this test process, in MiB
+    assert ResidentMemory(statm=Path("/nonexistent/statm"))() is None  # no /proc: memory shedding is off
+
+
+def test_a_request_deadline_reaches_dependency_calls_in_worker_threads() -> None:
+    from starlette.concurrency import run_in_threadpool
+
+    from gateway.throttle import DeadlineMiddleware
+    from resilience import remaining
+
+    seen: list[float | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(await run_in_threadpool(remaining))  # where KMS, catalog and storage calls run
+        await _ok_app(scope, receive, send)
+
+    _one_request(DeadlineMiddleware(app, seconds=7.0))
+    _one_request(DeadlineMiddleware(app, seconds=7.0), "/fhir/$import")  # bulk import runs for minutes
+    assert seen[0] is not None and 6.0 < seen[0] <= 7.0
+    assert seen[1] is None
+
+
+def test_a_request_past_its_deadline_answers_503_and_writes_nothing(tmp_path: Path) -> None:
+    from tests.fixtures.canary import Canary
+
+    settings = make_settings(tmp_path / "data")
+    settings.limits = LimitSettings(request_timeout_s=1e-6)  # over before the first KMS call
+    with open_client(settings) as client:
+        canary = Canary()
+        reply = client.post("/fhir", content=canary.bundle_bytes())
+        assert reply.status_code == 503, reply.text
+        assert reply.json()["resourceType"] == "OperationOutcome" and "Cnry" not in reply.text
+    settings = make_settings(tmp_path / "data")
+    with open_client(settings) as client:
+        found = client.get("/fhir/Patient", params={"identifier": canary.s("Mrn")})
+        assert found.status_code == 200 and found.json()["total"] == 0  # the late transaction left nothing
