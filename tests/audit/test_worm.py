@@ -21,8 +21,10 @@ from audit.segments import SegmentFileSink
 from audit.sinks import MemorySink
 from audit.trail import AuditTrail
 from audit.worm import POSITION_NAME, WormSink
+from fhirlake.settings import AuditSettings
 from resilience import BreakerState
 from telemetry.metrics import REGISTRY
+from tests.fixtures.app import make_settings, open_client
 from tests.fixtures.moto import required_moto
 from tests.fixtures.netproxy import TcpProxy
 
@@ -101,9 +103,9 @@ def shipped_batches(url: str, bucket: str, prefix: str = "trail/acme/0") -> list
     return found
 
 
-def assert_copy_matches(url: str, bucket: str, local: list[bytes]) -> None:
+def assert_copy_matches(url: str, bucket: str, local: list[bytes], prefix: str = "trail/acme/0") -> None:
     """The WORM objects cover seqs 1..N contiguously, in order, and hold exactly the local lines."""
-    batches = shipped_batches(url, bucket)
+    batches = shipped_batches(url, bucket, prefix)
     expected_first = 1
     for first, last, body in batches:
         assert first == expected_first, "a gap or an overlap between WORM objects"
@@ -341,3 +343,22 @@ def test_a_misconfigured_bucket_found_after_a_degraded_start_stops_shipping(s3_u
         assert sink.backlog()[0] == 1
         sink.close()
     assert not stored(s3_url, bucket, "trail/acme/")
+
+
+def test_the_gateway_answers_while_the_worm_bucket_is_unreachable(s3_url: str, tmp_path: Path) -> None:
+    bucket = make_bucket(s3_url)
+    with proxied(s3_url) as proxy:
+        base = make_settings(tmp_path / "data")
+        settings = base.model_copy(update={"audit": AuditSettings(worm_bucket=bucket, worm_endpoint_url=proxy.url)})
+        with open_client(settings) as client:
+            proxy.block()
+            for _ in range(5):
+                started = time.monotonic()
+                assert client.get("/fhir/metadata").status_code == 200
+                assert time.monotonic() - started < 2
+            assert (REGISTRY.get_sample_value("fhirlake_audit_worm_backlog_records") or 0) >= 5
+            proxy.unblock()
+    trail = SegmentFileSink(settings.data_dir / "audit" / "trail-1")
+    local = list(trail.read())
+    trail.close()
+    assert_copy_matches(s3_url, bucket, local, prefix=f"audit/{settings.tenant}/trail-1/0")
