@@ -83,14 +83,19 @@ class _Halted(Exception):
 
 
 def _read_position(path: Path | None) -> tuple[int, set[str], float | None]:
-    """``(last shipped seq, key ids shipped, mtime)`` of the position file; zeros if there is none."""
+    """``(last shipped seq, key ids shipped, mtime)`` of the position file; zeros if there is none.
+
+    An unreadable file counts as none: shipping then starts over from seq 1, finds each stored
+    object by its first seq and re-ships exactly its range, which the HEAD check accepts.
+    """
     if path is None or not path.exists():
         return 0, set(), None
     try:
         doc = orjson.loads(path.read_bytes())
         return int(doc["seq"]), {str(k) for k in doc.get("keys", [])}, path.stat().st_mtime
     except (OSError, ValueError, KeyError, TypeError):
-        raise AuditIntegrityError("position", f"{path.name} is unreadable") from None
+        log.error("audit.worm_position_unreadable", file=path.name)
+        return 0, set(), None
 
 
 def _write_position(path: Path, seq: int, keys: set[str]) -> None:
@@ -152,19 +157,9 @@ class WormSink:
         )
         self._retry, self._drain_s, self._clock = retry_policy, drain_timeout_s, clock
         self._bucket_ok = self._first_check()
-        directory = primary.directory if isinstance(primary, SegmentFileSink) else None
-        self._position_path = directory / POSITION_NAME if directory else None
-        shipped, keys_shipped, saved_at = _read_position(self._position_path)
         self._lock = threading.Condition()
         self._position_lock = threading.Lock()
-        self._shipped, self._keys_shipped = shipped, keys_shipped
-        self._cursor: ReadCursor | None = None  # just past line ``_shipped`` once known: no search needed
-        self._durable = max(shipped, self._last_durable())
-        self._marks: deque[tuple[int, float]] = deque()  # (last seq of an append, when it was made)
-        if self._durable > shipped:  # left by the last run: at most as old as its last ship
-            self._marks.append((self._durable, saved_at or clock()))
-        self._keys: deque[tuple[str, bytes]] = deque(self._unshipped_local_keys(directory))
-        self._catching_up = True  # objects from an earlier run may start at the next seq
+        self._resume(primary.directory if isinstance(primary, SegmentFileSink) else None)
         self._closing, self._stop = False, threading.Event()
         self._drain_until = float("inf")
         _install_gauges()
@@ -184,9 +179,21 @@ class WormSink:
             return False
         return True
 
-    def _last_durable(self) -> int:
+    def _resume(self, directory: Path | None) -> None:
+        """Pick up where the last run stopped: its saved position, the local tail, unshipped keys."""
+        self._position_path = directory / POSITION_NAME if directory else None
+        shipped, self._keys_shipped, saved_at = _read_position(self._position_path)
         tail = self._primary.tail(1)
-        return line_seq(tail[0]) if tail else 0
+        local = line_seq(tail[0]) if tail else 0
+        if local < shipped:
+            log.error("audit.worm_position_ahead_of_trail", shipped_seq=shipped, local_seq=local)
+        self._shipped, self._durable = shipped, max(shipped, local)
+        self._cursor: ReadCursor | None = None  # just past line ``_shipped`` once known: no search needed
+        self._marks: deque[tuple[int, float]] = deque()  # (last seq of an append, when it was made)
+        if self._durable > shipped:  # left by the last run: at most as old as its last ship
+            self._marks.append((self._durable, saved_at or self._clock()))
+        self._keys: deque[tuple[str, bytes]] = deque(self._unshipped_local_keys(directory))
+        self._catching_up = True  # objects from an earlier run may start at the next seq
 
     def _unshipped_local_keys(self, directory: Path | None) -> list[tuple[str, bytes]]:
         if directory is None or not (directory / KEYS_NAME).exists():
