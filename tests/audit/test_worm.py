@@ -300,13 +300,20 @@ def test_a_restart_backfills_from_the_saved_position_without_reshipping(s3_url: 
     assert_copy_matches(s3_url, bucket, [line(n) for n in range(1, 7)])
 
 
-def test_a_crash_after_a_put_reships_the_same_range_and_the_head_check_accepts_it(s3_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("position", ["lost", "unreadable"])
+def test_a_crash_after_a_put_reships_the_same_range_and_the_head_check_accepts_it(
+    s3_url: str, tmp_path: Path, position: str
+) -> None:
     bucket = make_bucket(s3_url)
     sink = worm(s3_url, bucket, SegmentFileSink(tmp_path / "t"))
     sink.append([line(1), line(2), line(3)])
     wait_until(drained(sink))
     sink.close()
-    (tmp_path / "t" / POSITION_NAME).unlink()  # as if the process died between the PUT and the save
+    saved = tmp_path / "t" / POSITION_NAME
+    if position == "lost":
+        saved.unlink()  # as if the process died between the PUT and the save
+    else:
+        saved.write_bytes(b"{torn")
 
     reopened = worm(s3_url, bucket, SegmentFileSink(tmp_path / "t"))
     reopened.append([line(4)])
