@@ -19,6 +19,10 @@ away at once, or before the next write if that failed too, so a failed batch nev
 of the chain. A torn last line left by a crash mid-write (never acknowledged) is cut on open.
 ``public_keys.json`` is replaced atomically when a key is added; keys are never removed. An
 exclusive ``flock`` on ``checkpoints.log`` keeps a second writer out.
+
+:meth:`SegmentFileSink.read_from` reads from a seq on without scanning the whole trail: the first
+line of each segment (cached, it never changes) says which segment holds the seq, and a
+:data:`ReadCursor` handed back with every line lets the next call start right there.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from audit.errors import AuditConfigError, AuditIntegrityError
 log = structlog.get_logger("audit.segments")
 
 FsyncPolicy = Literal["always", "data"]
+ReadCursor = tuple[int, int]  # (segment number, byte offset just past a line): where the next read starts
 SEGMENT_PATTERN = re.compile(r"segment-(\d{6,})\.log")
 INDEX_NAME = "checkpoints.log"
 KEYS_NAME = "public_keys.json"
@@ -54,6 +59,20 @@ def segment_paths(directory: Path) -> list[tuple[int, Path]]:
     """The segment files of a trail directory as ``(number, path)``, in order."""
     found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := SEGMENT_PATTERN.fullmatch(p.name))]
     return sorted(found)
+
+
+def line_seq(line: bytes) -> int:
+    """The ``seq`` member of a stored line. Raises AuditIntegrityError if it has none."""
+    try:
+        return int(orjson.loads(line)["seq"])
+    except (ValueError, KeyError, TypeError):
+        raise AuditIntegrityError("seq", "a stored audit line has no seq") from None
+
+
+def _first_line(path: Path) -> bytes | None:
+    with path.open("rb") as f:
+        line = f.readline()
+    return line[:-1] if line.endswith(b"\n") else None
 
 
 def read_public_keys(path: Path) -> dict[str, bytes]:
@@ -129,6 +148,7 @@ class SegmentFileSink:
             self._fd = _open_append(segments[-1][1])
             self._size = self._durable = self._cut_torn_tail(self._fd, segments[-1][1])
         self._dirty = False
+        self._heads: dict[int, int] = {}  # segment number -> seq of its first line
 
     def _sync(self, fd: int) -> None:
         if self._fsync == "always":
@@ -205,6 +225,47 @@ class SegmentFileSink:
             with path.open("rb") as f:
                 for line in f:
                     yield line.rstrip(b"\n")
+
+    def read_from(self, seq: int, cursor: ReadCursor | None = None) -> Iterator[tuple[bytes, ReadCursor]]:
+        """The complete stored lines from ``seq`` on, oldest first, each with the cursor just past it.
+
+        A ``cursor`` from an earlier call must point just past line ``seq - 1``; reading then starts
+        there. Without one, only the segment that holds ``seq`` is read, from its start. A line still
+        being written (no newline yet) ends the iteration. Raises AuditIntegrityError if a line
+        before ``seq`` in that segment has no seq.
+        """
+        segments = segment_paths(self.directory)
+        if cursor is None:
+            start, offset, skipping = self._segment_holding(seq, segments), 0, True
+        else:
+            (start, offset), skipping = cursor, False
+        for number, path in segments:
+            if number < start:
+                continue
+            with path.open("rb") as f:
+                pos = f.seek(offset if number == start else 0)
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        return
+                    pos += len(raw)
+                    line = raw[:-1]
+                    if skipping and line_seq(line) < seq:
+                        continue
+                    skipping = False
+                    yield line, (number, pos)
+
+    def _segment_holding(self, seq: int, segments: list[tuple[int, Path]]) -> int:
+        chosen = segments[0][0] if segments else 0
+        for number, path in segments:
+            if number not in self._heads:
+                head = _first_line(path)
+                if head is None:
+                    break
+                self._heads[number] = line_seq(head)
+            if self._heads[number] > seq:
+                break
+            chosen = number
+        return chosen
 
     def tail(self, count: int) -> list[bytes]:
         found: list[bytes] = []

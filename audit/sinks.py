@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from audit.errors import AuditConfigError
-from audit.segments import SegmentFileSink
+from audit.segments import ReadCursor, SegmentFileSink, line_seq
 
-__all__ = ["SINKS", "AuditSink", "MemorySink", "SegmentFileSink", "load_sink"]
+__all__ = ["SINKS", "AuditSink", "MemorySink", "ReadCursor", "SegmentFileSink", "load_sink"]
 
 
 class AuditSink(Protocol):
@@ -30,6 +30,13 @@ class AuditSink(Protocol):
 
     def read(self) -> Iterator[bytes]:
         """Every stored line, oldest first."""
+
+    def read_from(self, seq: int, cursor: ReadCursor | None = None) -> Iterator[tuple[bytes, ReadCursor]]:
+        """The stored lines from ``seq`` on, each with a cursor that lets the next call start after it.
+
+        ``cursor`` (from an earlier call) points just past line ``seq - 1``; without it the sink
+        finds ``seq`` itself, without reading the whole trail if it can.
+        """
 
     def tail(self, count: int) -> list[bytes]:
         """The last ``count`` stored lines (fewer if there are fewer), oldest first."""
@@ -74,6 +81,12 @@ class MemorySink:
 
     def read(self) -> Iterator[bytes]:
         return iter(list(self.lines))
+
+    def read_from(self, seq: int, cursor: ReadCursor | None = None) -> Iterator[tuple[bytes, ReadCursor]]:
+        lines = list(self.lines)
+        start = cursor[1] if cursor else next((n for n, line in enumerate(lines) if line_seq(line) >= seq), len(lines))
+        for n in range(start, len(lines)):
+            yield lines[n], (0, n + 1)
 
     def tail(self, count: int) -> list[bytes]:
         return self.lines[-count:] if count > 0 else []

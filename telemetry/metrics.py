@@ -13,12 +13,14 @@ HTTP methods and status codes, table names, KMS operation names, sink and reason
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
 
 __all__ = [
     "AUDIT_APPEND_SECONDS",
     "AUDIT_SINK_FAILURES",
+    "AUDIT_WORM_BACKLOG_RECORDS",
+    "AUDIT_WORM_BACKLOG_SECONDS",
     "BREAKER_TRANSITIONS",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_SECONDS",
@@ -124,5 +126,15 @@ BREAKER_TRANSITIONS = Counter(
     "fhirlake_circuit_breaker_transitions",
     "Circuit breaker state changes, by dependency and the state entered (closed, half_open, open).",
     ["dependency", "state"],
+    registry=REGISTRY,
+)
+AUDIT_WORM_BACKLOG_RECORDS = Gauge(
+    "fhirlake_audit_worm_backlog_records",
+    "Audit lines durable in the local trail and not yet shipped to the WORM copy.",
+    registry=REGISTRY,
+)
+AUDIT_WORM_BACKLOG_SECONDS = Gauge(
+    "fhirlake_audit_worm_backlog_seconds",
+    "Age of the oldest audit line not yet shipped to the WORM copy (0 when nothing waits).",
     registry=REGISTRY,
 )

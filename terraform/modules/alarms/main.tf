@@ -141,13 +141,14 @@ resource "aws_cloudwatch_metric_alarm" "unhealthy_targets" {
   }
 }
 
-# The gateway logs these JSON events when the trail or its WORM copy cannot take a record
-# (gateway/audit.py audit_unavailable, audit/trail.py audit.append_failed) and when the Iceberg
+# The gateway logs these JSON events when the trail cannot take a record
+# (gateway/audit.py audit_unavailable, audit/trail.py audit.append_failed), when shipping to the
+# WORM copy stopped (audit/worm.py audit.worm_shipping_stopped) and when the Iceberg
 # mirror fails (audit/mirror.py).
 resource "aws_cloudwatch_log_metric_filter" "audit_sink_failures" {
   name           = "${var.name}-audit-sink-failures"
   log_group_name = var.app_log_group_name
-  pattern        = "{ ($.event = \"audit_unavailable\") || ($.event = \"audit.append_failed\") || ($.event = \"audit.sink_repair_failed\") || ($.event = \"audit.mirror_failed\") || ($.event = \"audit_mirror_failed\") }"
+  pattern        = "{ ($.event = \"audit_unavailable\") || ($.event = \"audit.append_failed\") || ($.event = \"audit.sink_repair_failed\") || ($.event = \"audit.mirror_failed\") || ($.event = \"audit_mirror_failed\") || ($.event = \"audit.worm_shipping_stopped\") }"
 
   metric_transformation {
     name          = "AuditSinkFailures"
