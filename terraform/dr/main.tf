@@ -244,7 +244,6 @@ module "service" {
   # Standby: no task runs until failover raises the counts (`aws ecs update-service` or these variables).
   gateway_min_count = var.gateway_min_count
   gateway_max_count = var.gateway_max_count
-  writer_min_count  = 0
   writer_max_count  = var.writer_max_count
 }
 

@@ -176,9 +176,13 @@ variable "gateway_max_count" {
 }
 
 variable "writer_max_count" {
-  description = "Most writer tasks; 0 until `fhirlake writer` exists (issue 9)."
+  description = "Writer tasks in standby (0: a gateway commits after failover) or after failover (1)."
   type        = number
   default     = 0
+  validation {
+    condition     = contains([0, 1], var.writer_max_count)
+    error_message = "One committer holds lake/writer.lock: writer_max_count is 0 or 1."
+  }
 }
 
 variable "alarm_emails" {

@@ -243,7 +243,6 @@ module "service" {
   gateway_workers      = var.gateway_workers
   gateway_min_count    = var.gateway_min_count
   gateway_max_count    = var.gateway_max_count
-  writer_min_count     = var.writer_min_count
   writer_max_count     = var.writer_max_count
 }
 

@@ -156,16 +156,14 @@ variable "gateway_max_count" {
   default     = 1
 }
 
-variable "writer_min_count" {
-  description = "Fewest writer tasks."
-  type        = number
-  default     = 0
-}
-
 variable "writer_max_count" {
-  description = "Most writer tasks; 0 until `fhirlake writer` exists (issue 9)."
+  description = "Writer tasks: 1 (`fhirlake writer` commits to Iceberg), or 0 to let a gateway commit."
   type        = number
-  default     = 0
+  default     = 1
+  validation {
+    condition     = contains([0, 1], var.writer_max_count)
+    error_message = "One committer holds lake/writer.lock: writer_max_count is 0 or 1."
+  }
 }
 
 variable "alarm_emails" {

@@ -51,20 +51,26 @@ def test_load_balancer_routes_only_to_ready_tasks() -> None:
     assert group["protocol"] == "HTTPS"  # TLS from the ALB to the task too
 
 
-def test_writer_service_exists_only_when_the_writer_command_does() -> None:
+def test_writer_service_runs_the_writer_command_as_a_singleton() -> None:
     writer = _task("writer")
     assert writer["count"] == "${var.writer_max_count > 0 ? 1 : 0}"
     cli = (ROOT / "fhirlake" / "cli.py").read_text()
-    has_writer = 'add_parser("writer"' in cli or "writer_cli" in cli
-    defaults = {b.name: b.body.get("default") for b in blocks("variable", under=TERRAFORM) if "writer_max" in b.name}
-    if not has_writer:
-        assert set(defaults.values()) == {0}, "no writer tasks by default until `fhirlake writer` exists"
+    assert "writer_cli.register" in cli
+    text = str(writer["container_definitions"])
+    assert '"fhirlake", "writer"' in text and "--health-port" in text and "/healthz" in text
+    service = next(b.body for b in blocks("resource", "aws_ecs_service") if b.name == "writer")
+    # One committer at a time: the old task drains and stops before the new one starts.
+    assert service["deployment_maximum_percent"] == 100 and service["deployment_minimum_healthy_percent"] == 0
+    variables = [b for b in blocks("variable", under=TERRAFORM) if b.name == "writer_max_count"]
+    assert variables and all("contains([0, 1]" in str(v.body["validation"]) for v in variables)
+    gateway = str(_task("gateway")["container_definitions"])
+    assert "FHIRLAKE_LAKE__WRITER_IN_GATEWAY" in gateway  # gateways stop committing when the writer runs
 
 
 def test_services_autoscale() -> None:
     targets = {b.name for b in blocks("resource", "aws_appautoscaling_target")}
     policies = [b.body for b in blocks("resource", "aws_appautoscaling_policy")]
-    assert targets == {"gateway", "writer"}
+    assert targets == {"gateway"}  # the writer is a singleton
     assert all(p["policy_type"] == "TargetTrackingScaling" for p in policies)
 
 

@@ -122,7 +122,7 @@ resource "aws_cloudwatch_metric_alarm" "unhealthy_targets" {
   count = var.standby ? 0 : 1
 
   alarm_name          = "${var.name}-no-ready-gateway"
-  alarm_description   = "No gateway task answers /readyz (KMS circuit open or lake writer failing)."
+  alarm_description   = "No gateway task answers /readyz (KMS unreachable, local audit trail failing or region fenced)."
   namespace           = "AWS/ApplicationELB"
   metric_name         = "HealthyHostCount"
   statistic           = "Minimum"
@@ -160,7 +160,7 @@ resource "aws_cloudwatch_log_metric_filter" "audit_sink_failures" {
 
 resource "aws_cloudwatch_metric_alarm" "audit_sink_failures" {
   alarm_name          = "${var.name}-audit-sink-failures"
-  alarm_description   = "The audit trail or one of its copies failed to take records; requests get 503 until it recovers."
+  alarm_description   = "The audit trail or one of its copies failed to take records (trail: requests get 503; WORM copy: served from the local trail, backfilled later)."
   namespace           = "fhirlake/${var.name}"
   metric_name         = "AuditSinkFailures"
   statistic           = "Sum"

@@ -4,9 +4,10 @@
 # catalog to NATS JetStream and PostgreSQL.
 
 locals {
-  port      = 8443
-  data_dir  = "/var/lib/fhirlake"
-  mtls_port = 8443
+  writer_health_port = 8081
+  port               = 8443
+  data_dir           = "/var/lib/fhirlake"
+  mtls_port          = 8443
 
   common_environment = [
     { name = "FHIRLAKE_DATA_DIR", value = local.data_dir },
@@ -271,11 +272,15 @@ resource "aws_ecs_task_definition" "gateway" {
         "--workers", tostring(var.gateway_workers), "--data-dir", local.data_dir,
       ]
       portMappings = [{ containerPort = local.port, protocol = "tcp" }]
-      environment  = local.common_environment
-      secrets      = local.secrets
-      mountPoints  = local.volume_mount
+      # With a writer service the gateways only journal; the writer task commits to Iceberg.
+      environment = concat(local.common_environment, [
+        { name = "FHIRLAKE_LAKE__WRITER_IN_GATEWAY", value = var.writer_max_count > 0 ? "false" : "true" },
+      ])
+      secrets     = local.secrets
+      mountPoints = local.volume_mount
       # Liveness: /healthz answers while the process runs (gateway/app.py). The load balancer
-      # uses /readyz, which is 503 while the KMS or the lake writer is failing.
+      # uses /readyz, which is 503 while the KMS is unreachable, the audit trail fails or the
+      # region is fenced (docs/degradation.md).
       healthCheck = {
         command     = ["CMD", "python", "-c", "import ssl,urllib.request as u; u.urlopen('https://127.0.0.1:${local.port}/healthz', context=ssl._create_unverified_context(), timeout=3)"]
         interval    = 15
@@ -348,8 +353,9 @@ resource "aws_appautoscaling_policy" "gateway_cpu" {
   }
 }
 
-# The writer (`fhirlake writer`, issue 9) consumes the ingestion buffer and commits to Iceberg.
-# Until that command exists the gateway holding lake/writer.lock commits, and writer_count is 0.
+# The writer (`fhirlake writer`) drains the journal into Iceberg. One task: a single committer
+# holds lake/writer.lock, so a second would only stand by. writer_max_count = 0 leaves committing
+# to the gateway that holds the lock.
 resource "aws_ecs_task_definition" "writer" {
   count = var.writer_max_count > 0 ? 1 : 0
 
@@ -390,12 +396,23 @@ resource "aws_ecs_task_definition" "writer" {
       essential              = true
       user                   = "10001:10001"
       readonlyRootFilesystem = true
-      command                = ["fhirlake", "writer", "--data-dir", local.data_dir]
-      environment            = local.common_environment
-      secrets                = local.secrets
-      mountPoints            = local.volume_mount
-      # No container health command until `fhirlake writer` exists (issue 9) and says how to ask
-      # it; ECS replaces the task when the essential container exits.
+      command = [
+        "fhirlake", "writer", "--data-dir", local.data_dir,
+        "--health-host", "127.0.0.1", "--health-port", tostring(local.writer_health_port),
+      ]
+      environment = local.common_environment
+      secrets     = local.secrets
+      mountPoints = local.volume_mount
+      # /healthz on the writer's plain-HTTP health port, inside the task only (fhirlake/writer_cli.py);
+      # SIGTERM on a deployment commits everything accepted before the task stops.
+      healthCheck = {
+        command     = ["CMD", "python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:${local.writer_health_port}/healthz', timeout=3)"]
+        interval    = 15
+        timeout     = 5
+        retries     = 3
+        startPeriod = 60
+      }
+      stopTimeout      = 120
       logConfiguration = { logDriver = "awslogs", options = local.log_options }
     },
   ])
@@ -407,11 +424,14 @@ resource "aws_ecs_service" "writer" {
   name             = "writer"
   cluster          = aws_ecs_cluster.this.id
   task_definition  = aws_ecs_task_definition.writer[0].arn
-  desired_count    = var.writer_min_count
+  desired_count    = var.writer_max_count
   launch_type      = "FARGATE"
   platform_version = "LATEST"
   propagate_tags   = "SERVICE"
   tags             = var.tags
+  # Stop the old writer (it drains) before starting the new one: one committer at a time.
+  deployment_minimum_healthy_percent = 0
+  deployment_maximum_percent         = 100
 
   network_configuration {
     subnets          = var.private_subnet_ids
@@ -424,36 +444,4 @@ resource "aws_ecs_service" "writer" {
     rollback = true
   }
 
-  lifecycle {
-    ignore_changes = [desired_count]
-  }
-}
-
-resource "aws_appautoscaling_target" "writer" {
-  count = var.writer_max_count > 0 ? 1 : 0
-
-  service_namespace  = "ecs"
-  resource_id        = "service/${aws_ecs_cluster.this.name}/${aws_ecs_service.writer[0].name}"
-  scalable_dimension = "ecs:service:DesiredCount"
-  min_capacity       = var.writer_min_count
-  max_capacity       = var.writer_max_count
-}
-
-resource "aws_appautoscaling_policy" "writer_cpu" {
-  count = var.writer_max_count > 0 ? 1 : 0
-
-  name               = "${var.name}-writer-cpu"
-  policy_type        = "TargetTrackingScaling"
-  service_namespace  = aws_appautoscaling_target.writer[0].service_namespace
-  resource_id        = aws_appautoscaling_target.writer[0].resource_id
-  scalable_dimension = aws_appautoscaling_target.writer[0].scalable_dimension
-
-  target_tracking_scaling_policy_configuration {
-    target_value       = 70
-    scale_in_cooldown  = 300
-    scale_out_cooldown = 60
-    predefined_metric_specification {
-      predefined_metric_type = "ECSServiceAverageCPUUtilization"
-    }
-  }
 }

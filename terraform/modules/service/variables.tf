@@ -198,16 +198,14 @@ variable "writer_memory" {
   default     = 8192
 }
 
-variable "writer_min_count" {
-  description = "Fewest writer tasks."
-  type        = number
-  default     = 0
-}
-
 variable "writer_max_count" {
-  description = "Most writer tasks; 0 = no writer service (until `fhirlake writer` exists, issue 9)."
+  description = "Writer tasks: 1 (`fhirlake writer` commits to Iceberg), or 0 to let a gateway commit."
   type        = number
-  default     = 0
+  default     = 1
+  validation {
+    condition     = contains([0, 1], var.writer_max_count)
+    error_message = "One committer holds lake/writer.lock: writer_max_count is 0 or 1."
+  }
 }
 
 variable "log_retention_days" {
