@@ -60,10 +60,16 @@ class _InstallationCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         container = self._container
         yield _gauge("fhirlake_up", "The gateway answers.", 1)
+        status = container.readiness()["status"]
         yield _gauge(
             "fhirlake_ready",
-            "The gateway is ready (lake writer healthy, KMS reachable, region not fenced).",
-            int(container.ready()),
+            "/readyz answers 200: ready or degraded (KMS reachable, audit trail durable, region not fenced).",
+            int(status != "not-ready"),
+        )
+        yield _gauge(
+            "fhirlake_degraded",
+            "Serving with a dependency impaired (lake breaker open, writer failing, WORM copy behind).",
+            int(status == "degraded"),
         )
         journal = container.journal
         rows, oldest_us = journal.pending(journal.committed_seq())
