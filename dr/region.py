@@ -43,6 +43,7 @@ class Region:
     root: Path
     warehouse: str
     io_properties: dict[str, str] = field(default_factory=dict)
+    catalog_url: str | None = field(default=None, repr=False)  # may hold a database password
 
     @property
     def lake_dir(self) -> Path:
@@ -89,7 +90,8 @@ def region(settings: Settings, name: str) -> Region:
         props["s3.endpoint"] = conf.s3_endpoint
     if warehouse.startswith("s3://"):
         props["s3.region"] = conf.s3_region
-    return Region(name, root, warehouse, props)
+    url = conf.catalog_url or (settings.lake.catalog_url if name == settings.dr.primary else None)
+    return Region(name, root, warehouse, props, url.get_secret_value() if url else None)
 
 
 def trail_prefix(settings: Settings, name: str) -> str:

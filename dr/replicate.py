@@ -71,13 +71,14 @@ def direction(settings: Settings) -> tuple[Region, Region]:
 
 
 def open_lake(settings: Settings, target: Region) -> LakeCatalog:
-    """The catalog of ``target`` (its SQLite database and warehouse)."""
+    """The catalog of ``target`` (its SQL database and warehouse)."""
     return LakeCatalog.embedded(
         target.lake_dir,
         settings.lake.namespace,
         settings.lake.patient_buckets,
         warehouse=target.warehouse,
         io_properties=target.io_properties,
+        catalog_url=target.catalog_url,
     )
 
 

@@ -92,6 +92,7 @@ def open_catalog(settings: Settings) -> LakeCatalog:
         settings.lake.patient_buckets,
         warehouse=region.warehouse,
         io_properties=region.io_properties,
+        catalog_url=region.catalog_url,
         guard=LakeGuard(BreakerPolicy(settings.lake.breaker_failures, settings.lake.breaker_open_s, slow_call_s=30.0)),
     )
     catalog.ensure_tables()

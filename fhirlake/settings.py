@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from security.config import AuthSettings, SecuritySettings, TlsSettings
@@ -49,6 +49,11 @@ class IngestSettings(BaseModel):
 
 class LakeSettings(BaseModel):
     namespace: str = "fhir"
+    catalog_url: SecretStr | None = Field(
+        default=None,
+        description="Iceberg SqlCatalog database of the primary region, e.g. postgresql+psycopg://user@host/db "
+        "(default: SQLite <data-dir>/lake/catalog.db); per region: dr.regions.<name>.catalog_url.",
+    )
     commit_interval_s: float = Field(
         default=15.0, gt=0, description="Longest time an accepted row waits before its Iceberg commit."
     )
@@ -99,6 +104,10 @@ class RegionSettings(BaseModel):
         default=None, description="Iceberg warehouse URI, e.g. s3://bucket/warehouse; default <root>/lake/warehouse."
     )
     s3_endpoint: str | None = Field(default=None, description="S3 endpoint override of the warehouse (tests, VPC).")
+    catalog_url: SecretStr | None = Field(
+        default=None,
+        description="SQL database of the region's Iceberg catalog (postgresql+psycopg://…); default SQLite under root.",
+    )
     s3_region: str = "us-east-1"
 
 

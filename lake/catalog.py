@@ -53,10 +53,12 @@ class LakeCatalog:
         warehouse: str | None = None,
         io_properties: dict[str, str] | None = None,
         guard: LakeGuard | None = None,
+        catalog_url: str | None = None,
     ) -> LakeCatalog:
-        """The SQLite catalog under ``lake_dir``; the warehouse is ``lake_dir/warehouse`` unless
-        ``warehouse`` names another location (``s3://bucket/prefix`` with ``io_properties`` such as
-        ``s3.endpoint``: a region's bucket, see docs/dr.md)."""
+        """The SQLite catalog under ``lake_dir`` (or the SQL database ``catalog_url``, e.g.
+        PostgreSQL, shared by every process of a region); the warehouse is ``lake_dir/warehouse``
+        unless ``warehouse`` names another location (``s3://bucket/prefix`` with ``io_properties``
+        such as ``s3.endpoint``: a region's bucket, see docs/dr.md)."""
         if warehouse is None:
             local = lake_dir / "warehouse"
             local.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,7 @@ class LakeCatalog:
         lake_dir.mkdir(parents=True, exist_ok=True)
         catalog = SqlCatalog(
             "fhirlake",
-            uri=f"sqlite:///{lake_dir / 'catalog.db'}",
+            uri=catalog_url or f"sqlite:///{lake_dir / 'catalog.db'}",
             warehouse=warehouse,
             **(io_properties or {}),
         )

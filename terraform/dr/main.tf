@@ -239,6 +239,8 @@ module "service" {
   logs_kms_key_arn     = module.audit_key.key_arn
   kms_alias_prefix     = var.kms_alias_prefix
   audit_bucket_name    = local.audit_bucket
+  lake_bucket_name     = local.lake_bucket
+  region_role          = "secondary"
   audit_retention_days = var.audit_retention_days
   gateway_workers      = var.gateway_workers
   # Standby: no task runs until failover raises the counts (`aws ecs update-service` or these variables).

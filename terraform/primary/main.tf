@@ -239,6 +239,7 @@ module "service" {
   logs_kms_key_arn     = module.audit_key.key_arn
   kms_alias_prefix     = var.kms_alias_prefix
   audit_bucket_name    = local.audit_bucket
+  lake_bucket_name     = local.lake_bucket
   audit_retention_days = var.audit_retention_days
   gateway_workers      = var.gateway_workers
   gateway_min_count    = var.gateway_min_count

@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from security.authz import Authorizer, Kind, Relation, Target, database_enforcer, shipped_policy
 from security.principal import Principal, Role
 from security.scopes import ScopeSet
-
-BASE_URL = os.environ.get("FHIRLAKE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from tests.fixtures.postgres import private_schema
 
 
 @pytest.fixture
 def schema_url() -> Iterator[str]:
-    """A private schema in the machine's PostgreSQL (fails, not skips, under CI when it is missing)."""
-    engine = create_engine(BASE_URL)
-    schema = f"authz_{uuid.uuid4().hex[:10]}"
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {type(exc).__name__}")
-    try:
-        yield f"{BASE_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with private_schema("authz") as url:
+        yield url
 
 
 def test_database_policy_is_seeded_and_decides_like_the_csv(schema_url: str) -> None:

@@ -107,3 +107,22 @@ def test_database_password_and_url_live_in_secrets_manager() -> None:
     assert secret["kms_key_id"] == "${var.data_kms_key_arn}"
     assert not list(blocks("resource", "aws_secretsmanager_secret_version")), "secret values never in terraform"
     assert "FHIRLAKE_AUTH__POLICY_DB_URL" in (SERVICE / "main.tf").read_text()
+
+
+def test_tasks_use_the_lake_bucket_warehouse_and_the_postgresql_catalog() -> None:
+    text = (SERVICE / "main.tf").read_text()
+    assert (
+        '"FHIRLAKE_DR__REGIONS__${upper(var.region_role)}__WAREHOUSE", value = "s3://${var.lake_bucket_name}/warehouse"'
+        in text
+    )
+    catalog = (
+        '"FHIRLAKE_DR__REGIONS__${upper(var.region_role)}__CATALOG_URL", '
+        "valueFrom = aws_secretsmanager_secret.database_url.arn"
+    )
+    assert catalog in text  # from Secrets Manager, never a plain environment value
+    from fhirlake.settings import RegionSettings
+
+    assert {"warehouse", "s3_region", "catalog_url"} <= set(RegionSettings.model_fields)
+    roots = {b.path.parent.name: b.body for b in blocks("module") if b.name == "service"}
+    assert roots["primary"]["lake_bucket_name"] == "${local.lake_bucket}"
+    assert roots["dr"]["region_role"] == "secondary"

@@ -26,10 +26,15 @@ locals {
     # against its own client CA again (security/tls.py).
     { name = "FHIRLAKE_TLS__CLIENT_CERT_HEADER", value = "X-Amzn-Mtls-Clientcert" },
     { name = "FHIRLAKE_TLS__TRUSTED_PROXIES", value = jsonencode(var.load_balancer_cidrs) },
+    # The Iceberg warehouse in this region's lake bucket (data files, manifests, metadata).
+    { name = "FHIRLAKE_DR__REGIONS__${upper(var.region_role)}__WAREHOUSE", value = "s3://${var.lake_bucket_name}/warehouse" },
+    { name = "FHIRLAKE_DR__REGIONS__${upper(var.region_role)}__S3_REGION", value = var.region },
   ]
 
   secrets = [
     { name = "FHIRLAKE_AUTH__POLICY_DB_URL", valueFrom = aws_secretsmanager_secret.database_url.arn },
+    # The Iceberg SqlCatalog lives in the same PostgreSQL database (its own iceberg_* tables).
+    { name = "FHIRLAKE_DR__REGIONS__${upper(var.region_role)}__CATALOG_URL", valueFrom = aws_secretsmanager_secret.database_url.arn },
   ]
 
   log_options = {
@@ -55,7 +60,7 @@ resource "aws_cloudwatch_log_group" "this" {
 resource "aws_secretsmanager_secret" "database_url" {
   #checkov:skip=CKV2_AWS_57:The value is the SQLAlchemy URL of the fhirlake database user, set by the operator; it is rotated with the user's password (docs/compliance/key-management.md), the RDS master password is rotated by RDS itself
   name                    = "${var.name}/database-url"
-  description             = "postgresql+psycopg://… URL of the policy store (and the Iceberg catalog, issue 9). Value set by the operator, never by terraform."
+  description             = "postgresql+psycopg://… URL of the policy store and the Iceberg catalog. Value set by the operator, never by terraform."
   kms_key_id              = var.data_kms_key_arn
   recovery_window_in_days = 30
   tags                    = var.tags

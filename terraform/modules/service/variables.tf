@@ -127,6 +127,21 @@ variable "kms_alias_prefix" {
   default     = "alias/fhirlake"
 }
 
+variable "lake_bucket_name" {
+  description = "This region's lake bucket: the Iceberg warehouse is s3://<name>/warehouse."
+  type        = string
+}
+
+variable "region_role" {
+  description = "Name of this region in fhirlake's DR settings: primary or secondary."
+  type        = string
+  default     = "primary"
+  validation {
+    condition     = contains(["primary", "secondary"], var.region_role)
+    error_message = "region_role is primary or secondary."
+  }
+}
+
 variable "audit_bucket_name" {
   description = "Audit WORM bucket (FHIRLAKE_AUDIT__WORM_BUCKET)."
   type        = string
