@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.avro.file import AvroFile, AvroOutputFile
 from pyiceberg.io import FileIO, load_file_io
+from pyiceberg.table import StaticTable
 from pyiceberg.typedef import Record
 
 from lake.errors import LakeError
@@ -40,7 +41,9 @@ DIGEST_MOD = 1 << 128
 # data_file; data file: content, file_path, file_size_in_bytes).
 _MANIFEST_PATH, _MANIFEST_LENGTH = 500, 501
 _DATA_FILE, _CONTENT, _FILE_PATH, _FILE_SIZE = 2, 134, 100, 104
+_LOWER_BOUNDS, _UPPER_BOUNDS, _REFERENCED_FILE = 125, 128, 143
 _POSITION_DELETES = 1
+_DELETE_PATH_ID = 2147483546  # the file_path column of a position-delete file
 
 
 class ReplicaError(LakeError):
@@ -117,10 +120,17 @@ def _write_bytes(fio: FileIO, path: str, data: bytes) -> None:
 
 
 def _field_pos(schema: Any, field_id: int) -> int:
+    pos = _optional_pos(schema, field_id)
+    if pos is None:
+        raise ReplicaError(f"an Avro file of the table has no field {field_id}")
+    return pos
+
+
+def _optional_pos(schema: Any, field_id: int) -> int | None:
     for pos, field in enumerate(schema.fields):
         if field.field_id == field_id:
             return pos
-    raise ReplicaError(f"an Avro file of the table has no field {field_id}")
+    return None
 
 
 class SnapshotCopier:
@@ -168,14 +178,20 @@ class SnapshotCopier:
     def expected_digest(self, metadata_location: str, doc: dict[str, Any]) -> tuple[int, int]:
         """Rows and content digest of the current snapshot, from the digests of its copied data files."""
         rows = total = 0
+        deletes = False
         for path, content in live_files(self._src, doc):
-            if content != 0:
-                raise ReplicaError("tables with live delete files are not digested per file")
             copied = self._ledger.copied(path)
-            if copied is None or copied.digest is None or copied.rows is None:
-                raise ReplicaError("a live data file was not copied")
+            if copied is None:
+                raise ReplicaError("a live file was not copied")
+            if content != 0:
+                deletes = True
+                continue
+            if copied.digest is None or copied.rows is None:
+                raise ReplicaError("a live data file was copied without its digest")
             rows += copied.rows
             total += int(copied.digest, 16)
+        if deletes:  # per-file digests count deleted rows: digest what a reader sees instead
+            return snapshot_digest(self._src, metadata_location)
         return rows, total % DIGEST_MOD
 
     # -- per kind ------------------------------------------------------------------------------
@@ -205,9 +221,11 @@ class SnapshotCopier:
         content_pos = _field_pos(struct, _CONTENT)
         for record in records:
             data_file = record[data_pos]
-            source = str(data_file[path_pos])
-            data_file[size_pos] = self._copy_data_file(source, int(data_file[content_pos] or 0))
+            source, content = str(data_file[path_pos]), int(data_file[content_pos] or 0)
+            data_file[size_pos] = self._copy_data_file(source, content)
             data_file[path_pos] = self.dest_path(source)
+            if content == _POSITION_DELETES:
+                self._rewrite_delete_refs(struct, data_file)
         return self._write_avro(path, "manifest", records, schema, meta, "manifest_entry")
 
     def _copy_data_file(self, path: str, content: int) -> int:
@@ -225,6 +243,21 @@ class SnapshotCopier:
         kind = "data" if content == 0 else "delete"
         self._store(CopiedFile(path, self.dest_path(path), kind, len(data), sha256_hex(data), rows, digest), data)
         return len(data)
+
+    def _rewrite_delete_refs(self, struct: Any, data_file: Record) -> None:
+        """A position-delete entry names its data file in path bounds (and in v3 a field): point them here.
+
+        Readers index a delete file by those bounds; left on the source's paths, the copy's deletes
+        would silently apply to nothing.
+        """
+        for field_id in (_LOWER_BOUNDS, _UPPER_BOUNDS):
+            pos = _optional_pos(struct, field_id)
+            bounds = None if pos is None else data_file[pos]
+            if bounds and _DELETE_PATH_ID in bounds:
+                bounds[_DELETE_PATH_ID] = self.dest_path(bytes(bounds[_DELETE_PATH_ID]).decode()).encode()
+        pos = _optional_pos(struct, _REFERENCED_FILE)
+        if pos is not None and data_file[pos] is not None:
+            data_file[pos] = self.dest_path(str(data_file[pos]))
 
     def _rewrite_position_deletes(self, data: bytes) -> bytes:
         table = pq.read_table(io.BytesIO(data))
@@ -302,6 +335,12 @@ def _snapshot(doc: dict[str, Any], snapshot_id: int) -> dict[str, Any]:
         if snapshot["snapshot-id"] == snapshot_id:
             return dict(snapshot)
     raise ReplicaError(f"snapshot {snapshot_id} is not in the table metadata")
+
+
+def snapshot_digest(fio: FileIO, metadata_location: str, snapshot_id: int | None = None) -> tuple[int, int]:
+    """``(rows, digest)`` of a snapshot as a reader sees it, delete files applied (reads every live file)."""
+    table = StaticTable.from_metadata(metadata_location, properties=fio.properties)
+    return rows_digest(table.scan(snapshot_id=snapshot_id).to_arrow())
 
 
 def file_digest(data: bytes) -> tuple[int, int]:
