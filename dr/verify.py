@@ -27,6 +27,7 @@ from dr.region import REPLICA_MARKER, Region
 from dr.replicate import open_lake, open_state
 from dr.state import TableState
 from fhirlake.settings import Settings
+from lake.errors import LakeDataError
 from lake.replica import (
     DIGEST_MOD,
     ReplicaError,
@@ -80,7 +81,7 @@ def verify_tables(settings: Settings, target: Region) -> list[Check]:
         try:
             location = catalog.table(name, fresh=True).metadata_location
             checks.append(_verify_table(fio, state, name, recorded, location))
-        except (ReplicaError, OSError, ValueError) as exc:
+        except (ReplicaError, LakeDataError, OSError, ValueError) as exc:
             checks.append(Check(f"table {name}", False, f"cannot be verified: {type(exc).__name__}: {exc}"))
     if not checks and not empty:
         checks.append(Check("tables", False, "no replicated table state is recorded in this region"))
