@@ -76,8 +76,19 @@ class DirectoryOutage:
 class Drill:
     """One drill run over the data dir of ``settings``; see the module docstring."""
 
-    def __init__(self, settings: Settings, *, outage: Outage | None = None, audit: DrAudit | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        outage: Outage | None = None,
+        audit: DrAudit | None = None,
+        late_writes: int = 0,
+    ) -> None:
+        """``late_writes`` (tests, a forced loss): before the primary is lost, stop the load and
+        replication, replicate one last round, then acknowledge that many canary patients
+        (``dr-<id>-late-<n>``) that no round will carry. The report must list exactly those."""
         self.settings = settings
+        self._late_writes = late_writes
         self.primary, self.secondary = regions(settings)
         self.drill_id = uuid.uuid4().hex[:10]
         self.outage = outage or DirectoryOutage(self.primary, f"drill-{self.drill_id}")
@@ -189,11 +200,14 @@ class Drill:
         follower = threading.Thread(
             target=lambda: rounds.append(follow(self.settings, stop)), name="dr-follow", daemon=True
         )
+        late: list[AckedWrite] = []
         load.start()
         try:
             self._first_round(load)
             follower.start()
             time.sleep(self.settings.dr.drill_load_s)
+            if self._late_writes:
+                late = self._write_after_last_round(gateway, load, stop, follower)
             self.timeline.mark("lose the primary")
             gateway.kill()
             self.report.loss_at = time.time()
@@ -203,9 +217,30 @@ class Drill:
                 follower.join(timeout=120)
             load.stop()
         self.outage.lose()
-        self.report.rounds = 1 + (rounds[0] if rounds else 0)  # the first round and those that followed
+        # The first round, those that followed, and the last one before late writes.
+        self.report.rounds = 1 + (rounds[0] if rounds else 0) + (1 if self._late_writes else 0)
         self.report.refused_writes = load.refused
-        return list(load.acked)
+        return list(load.acked) + late
+
+    def _write_after_last_round(
+        self, gateway: GatewayProcess, load: CanaryLoad, stop: threading.Event, follower: threading.Thread
+    ) -> list[AckedWrite]:
+        """The forced loss of ``late_writes``: writes acknowledged after the last round, before the loss."""
+        stop.set()
+        follower.join(timeout=120)
+        load.stop()  # quiet: the last round holds every write acknowledged so far
+        self._audited(AuditAction.DR_REPLICATE, lambda: replicate_once(self.settings))
+        self.timeline.mark("writes after the last round")
+        client = self._client(gateway, self._identity(Role.EMR_INTEGRATION))
+        late: list[AckedWrite] = []
+        try:
+            for n in range(self._late_writes):
+                rid = f"dr-{self.drill_id}-late-{n}"
+                if not _append(late, put(client, "Patient", rid, patient_body(rid))):
+                    raise DrError("a canary write after the last round was not acknowledged")
+        finally:
+            client.close()
+        return late
 
     def _first_round(self, load: CanaryLoad) -> None:
         """Once canaries reached the primary's lake, one round: every drill replicates table snapshots."""

@@ -1,8 +1,9 @@
 """Verification of a region against what was last replicated into it.
 
 * **tables** — for every table the last round recorded: the recorded snapshot is in the table's
-  metadata; every live data file of it exists with the recorded size and SHA-256 (a mismatch names
-  the file); the rows and the content digest computed from the files equal the recorded ones;
+  metadata; every live data and delete file of it exists with the recorded size and SHA-256 (a
+  mismatch names the file); the rows and the content digest computed from the files (with delete
+  files: from a scan of the snapshot, deletes applied) equal the recorded ones;
 * **audit** — every trail directory verifies (hashes, links, signed checkpoints, index), a copy
   holds at least the head the round recorded, and, where its origin can be read, is a byte prefix
   of the origin's trail: one chain across both regions;
@@ -26,6 +27,7 @@ from dr.region import REPLICA_MARKER, Region
 from dr.replicate import open_lake, open_state
 from dr.state import TableState
 from fhirlake.settings import Settings
+from lake.errors import LakeDataError
 from lake.replica import (
     DIGEST_MOD,
     ReplicaError,
@@ -35,6 +37,7 @@ from lake.replica import (
     metadata_doc,
     read_bytes,
     sha256_hex,
+    snapshot_digest,
 )
 from security.keys import CachePolicy, DataKeys
 from security.keystore import KeyStore
@@ -78,7 +81,7 @@ def verify_tables(settings: Settings, target: Region) -> list[Check]:
         try:
             location = catalog.table(name, fresh=True).metadata_location
             checks.append(_verify_table(fio, state, name, recorded, location))
-        except (ReplicaError, OSError, ValueError) as exc:
+        except (ReplicaError, LakeDataError, OSError, ValueError) as exc:
             checks.append(Check(f"table {name}", False, f"cannot be verified: {type(exc).__name__}: {exc}"))
     if not checks and not empty:
         checks.append(Check("tables", False, "no replicated table state is recorded in this region"))
@@ -91,7 +94,7 @@ def _verify_table(fio: Any, state: Any, name: str, recorded: TableState, locatio
     doc = metadata_doc(fio, location)
     rows = total = 0
     bad: list[str] = []
-    files = 0
+    files = deletes = 0
     if recorded.snapshot_id is not None:
         for path, content in live_files(fio, doc, recorded.snapshot_id):
             files += 1
@@ -102,7 +105,12 @@ def _verify_table(fio: Any, state: Any, name: str, recorded: TableState, locatio
             if content == 0:
                 n, digest = file_digest(read_bytes(fio, path))
                 rows, total = rows + n, (total + digest) % DIGEST_MOD
+            else:
+                deletes += 1
+    if deletes and not bad:  # the rows a reader sees: the copy's deletes must apply to the copy's files
+        rows, total = snapshot_digest(fio, location, recorded.snapshot_id)
     data = {"snapshot_id": recorded.snapshot_id, "rows": rows, "expected_rows": recorded.rows, "files": files}
+    data["delete_files"] = deletes
     if bad:
         return Check(f"table {name}", False, "; ".join(bad), data)
     if rows != recorded.rows or f"{total:032x}" != recorded.digest:

@@ -29,10 +29,11 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyiceberg.avro.file import AvroFile, AvroOutputFile
 from pyiceberg.io import FileIO, load_file_io
+from pyiceberg.table import StaticTable
 from pyiceberg.typedef import Record
 
+from lake.avro_records import field_pos, optional_pos, read_records, write_records
 from lake.errors import LakeError
 
 DIGEST_MOD = 1 << 128
@@ -40,7 +41,9 @@ DIGEST_MOD = 1 << 128
 # data_file; data file: content, file_path, file_size_in_bytes).
 _MANIFEST_PATH, _MANIFEST_LENGTH = 500, 501
 _DATA_FILE, _CONTENT, _FILE_PATH, _FILE_SIZE = 2, 134, 100, 104
+_LOWER_BOUNDS, _UPPER_BOUNDS, _REFERENCED_FILE = 125, 128, 143
 _POSITION_DELETES = 1
+_DELETE_PATH_ID = 2147483546  # the file_path column of a position-delete file
 
 
 class ReplicaError(LakeError):
@@ -116,13 +119,6 @@ def _write_bytes(fio: FileIO, path: str, data: bytes) -> None:
         out.write(data)
 
 
-def _field_pos(schema: Any, field_id: int) -> int:
-    for pos, field in enumerate(schema.fields):
-        if field.field_id == field_id:
-            return pos
-    raise ReplicaError(f"an Avro file of the table has no field {field_id}")
-
-
 class SnapshotCopier:
     """Copies table states from a source warehouse location to a destination one."""
 
@@ -168,14 +164,20 @@ class SnapshotCopier:
     def expected_digest(self, metadata_location: str, doc: dict[str, Any]) -> tuple[int, int]:
         """Rows and content digest of the current snapshot, from the digests of its copied data files."""
         rows = total = 0
+        deletes = False
         for path, content in live_files(self._src, doc):
-            if content != 0:
-                raise ReplicaError("tables with live delete files are not digested per file")
             copied = self._ledger.copied(path)
-            if copied is None or copied.digest is None or copied.rows is None:
-                raise ReplicaError("a live data file was not copied")
+            if copied is None:
+                raise ReplicaError("a live file was not copied")
+            if content != 0:
+                deletes = True
+                continue
+            if copied.digest is None or copied.rows is None:
+                raise ReplicaError("a live data file was copied without its digest")
             rows += copied.rows
             total += int(copied.digest, 16)
+        if deletes:  # per-file digests count deleted rows: digest what a reader sees instead
+            return snapshot_digest(self._src, metadata_location)
         return rows, total % DIGEST_MOD
 
     # -- per kind ------------------------------------------------------------------------------
@@ -185,8 +187,8 @@ class SnapshotCopier:
         if known is not None:
             self.files_skipped += 1
             return known.size
-        records, schema, meta = _read_avro(self._src, path)
-        path_pos, length_pos = _field_pos(schema, _MANIFEST_PATH), _field_pos(schema, _MANIFEST_LENGTH)
+        records, schema, meta = read_records(self._src, path)
+        path_pos, length_pos = field_pos(schema, _MANIFEST_PATH), field_pos(schema, _MANIFEST_LENGTH)
         for record in records:
             manifest = str(record[path_pos])
             record[length_pos] = self._copy_manifest(manifest)
@@ -198,16 +200,18 @@ class SnapshotCopier:
         if known is not None:
             self.files_skipped += 1
             return known.size
-        records, schema, meta = _read_avro(self._src, path)
-        data_pos = _field_pos(schema, _DATA_FILE)
+        records, schema, meta = read_records(self._src, path)
+        data_pos = field_pos(schema, _DATA_FILE)
         struct = schema.fields[data_pos].field_type
-        path_pos, size_pos = _field_pos(struct, _FILE_PATH), _field_pos(struct, _FILE_SIZE)
-        content_pos = _field_pos(struct, _CONTENT)
+        path_pos, size_pos = field_pos(struct, _FILE_PATH), field_pos(struct, _FILE_SIZE)
+        content_pos = field_pos(struct, _CONTENT)
         for record in records:
             data_file = record[data_pos]
-            source = str(data_file[path_pos])
-            data_file[size_pos] = self._copy_data_file(source, int(data_file[content_pos] or 0))
+            source, content = str(data_file[path_pos]), int(data_file[content_pos] or 0)
+            data_file[size_pos] = self._copy_data_file(source, content)
             data_file[path_pos] = self.dest_path(source)
+            if content == _POSITION_DELETES:
+                self._rewrite_delete_refs(struct, data_file)
         return self._write_avro(path, "manifest", records, schema, meta, "manifest_entry")
 
     def _copy_data_file(self, path: str, content: int) -> int:
@@ -225,6 +229,21 @@ class SnapshotCopier:
         kind = "data" if content == 0 else "delete"
         self._store(CopiedFile(path, self.dest_path(path), kind, len(data), sha256_hex(data), rows, digest), data)
         return len(data)
+
+    def _rewrite_delete_refs(self, struct: Any, data_file: Record) -> None:
+        """A position-delete entry names its data file in path bounds (and in v3 a field): point them here.
+
+        Readers index a delete file by those bounds; left on the source's paths, the copy's deletes
+        would silently apply to nothing.
+        """
+        for field_id in (_LOWER_BOUNDS, _UPPER_BOUNDS):
+            pos = optional_pos(struct, field_id)
+            bounds = None if pos is None else data_file[pos]
+            if bounds and _DELETE_PATH_ID in bounds:
+                bounds[_DELETE_PATH_ID] = self.dest_path(bytes(bounds[_DELETE_PATH_ID]).decode()).encode()
+        pos = optional_pos(struct, _REFERENCED_FILE)
+        if pos is not None and data_file[pos] is not None:
+            data_file[pos] = self.dest_path(str(data_file[pos]))
 
     def _rewrite_position_deletes(self, data: bytes) -> bytes:
         table = pq.read_table(io.BytesIO(data))
@@ -258,11 +277,7 @@ class SnapshotCopier:
     def _write_avro(
         self, source: str, kind: str, records: list[Record], schema: Any, meta: dict[str, str], name: str
     ) -> int:
-        out = io.BytesIO()
-        sink = _MemoryOutput(out)
-        with AvroOutputFile[Record](sink, schema, name, metadata=meta) as writer:  # type: ignore[arg-type]
-            writer.write_block(records)
-        data = out.getvalue()
+        data = write_records(records, schema, meta, name)
         self._store(CopiedFile(source, self.dest_path(source), kind, len(data), sha256_hex(data)), data)
         return len(data)
 
@@ -304,18 +319,15 @@ def _snapshot(doc: dict[str, Any], snapshot_id: int) -> dict[str, Any]:
     raise ReplicaError(f"snapshot {snapshot_id} is not in the table metadata")
 
 
+def snapshot_digest(fio: FileIO, metadata_location: str, snapshot_id: int | None = None) -> tuple[int, int]:
+    """``(rows, digest)`` of a snapshot as a reader sees it, delete files applied (reads every live file)."""
+    table = StaticTable.from_metadata(metadata_location, properties=fio.properties)
+    return rows_digest(table.scan(snapshot_id=snapshot_id).to_arrow())
+
+
 def file_digest(data: bytes) -> tuple[int, int]:
     """``(rows, digest)`` of a Parquet data file's bytes (see :func:`rows_digest`)."""
     return rows_digest(pq.read_table(io.BytesIO(data)))
-
-
-def _read_avro(fio: FileIO, path: str) -> tuple[list[Record], Any, dict[str, str]]:
-    with AvroFile[Record](fio.new_input(path)) as reader:
-        records = list(reader)
-        schema = reader.schema
-        meta = {k: v for k, v in reader.header.meta.items() if k not in ("avro.schema", "avro.codec")}
-        meta["avro.codec"] = reader.header.meta.get("avro.codec", "null")
-    return records, schema, meta
 
 
 def live_files(fio: FileIO, doc: dict[str, Any], snapshot_id: int | None = None) -> Iterator[tuple[str, int]]:
@@ -326,13 +338,13 @@ def live_files(fio: FileIO, doc: dict[str, Any], snapshot_id: int | None = None)
     current = _current(doc) if snapshot_id is None else _snapshot(doc, snapshot_id)
     if current is None:
         return
-    lists, _, _ = _read_avro(fio, current["manifest-list"])
+    lists, _, _ = read_records(fio, current["manifest-list"])
     for manifest in lists:
         m_path = manifest[0]
-        entries, schema, _ = _read_avro(fio, str(m_path))
-        data_pos = _field_pos(schema, _DATA_FILE)
+        entries, schema, _ = read_records(fio, str(m_path))
+        data_pos = field_pos(schema, _DATA_FILE)
         struct = schema.fields[data_pos].field_type
-        path_pos, content_pos = _field_pos(struct, _FILE_PATH), _field_pos(struct, _CONTENT)
+        path_pos, content_pos = field_pos(struct, _FILE_PATH), field_pos(struct, _CONTENT)
         status_pos = 0
         for entry in entries:
             if int(entry[status_pos]) == 2:  # DELETED
@@ -350,27 +362,3 @@ def snapshots_after(doc: dict[str, Any], sequence_number: int) -> list[dict[str,
     """Snapshots of the table with a sequence number above ``sequence_number``, oldest first."""
     found = [s for s in doc.get("snapshots", []) if int(s.get("sequence-number", 0)) > sequence_number]
     return sorted(found, key=lambda s: int(s.get("sequence-number", 0)))
-
-
-class _MemoryOutput:
-    """An OutputFile writing into a BytesIO (the copier stores the bytes itself)."""
-
-    def __init__(self, buffer: io.BytesIO) -> None:
-        self._buffer = buffer
-
-    def create(self, overwrite: bool = False) -> _Unclosable:
-        return _Unclosable(self._buffer)
-
-
-class _Unclosable:
-    def __init__(self, buffer: io.BytesIO) -> None:
-        self._buffer = buffer
-
-    def write(self, data: bytes) -> int:
-        return self._buffer.write(data)
-
-    def tell(self) -> int:
-        return self._buffer.tell()
-
-    def close(self) -> None:
-        pass

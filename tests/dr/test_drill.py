@@ -192,3 +192,46 @@ def test_drill_on_two_s3_regions(two_s3_regions: tuple[str, str, TcpProxy]) -> N
     assert any(k.endswith(".parquet") and "/patient/data/" in k for k in west)
     assert any(k.endswith(".metadata.json") for k in west)
     assert not list((primary.root / "lake").glob("warehouse/**/*.parquet"))  # the lake lives in the bucket
+
+
+def _journal_versions(path: Path | str) -> set[tuple[str, str, int]]:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT rtype, id, version FROM versions WHERE id LIKE 'dr-%'").fetchall()
+    return {(str(r[0]), str(r[1]), int(r[2])) for r in rows}
+
+
+def test_writes_acknowledged_after_the_last_round_are_listed_exactly_as_lost(drill_env: Path) -> None:
+    """A forced loss: replication stops, five patients are acknowledged, the primary is lost.
+
+    The primary's own journal (kept at failback) is the independent witness: the report lists
+    exactly its late writes, and every other write it acknowledged is in the secondary.
+    """
+    settings = Settings()
+    report = Drill(settings, audit=drill_audit(settings), late_writes=5).run()
+    path = write_report(report, settings.data_dir)
+    doc = json.loads(path.read_text())
+    _check_report(doc)  # a loss within the RPO target is a passing drill
+    _lost_writes_are_exactly_the_unreplicated(doc, settings)
+
+    preserved = _journal_versions(doc["switches"][1]["preserved_journal"])
+    late = {key for key in preserved if "-late-" in key[1]}
+    listed = [(w["resource_type"], w["id"], w["version"]) for w in doc["rpo"]["lost_writes"]]
+    assert len(late) == 5 and sorted(listed) == sorted(late)
+    assert doc["rpo"]["seconds"] > 0
+    lost_at = [w["acknowledged_at"] for w in doc["rpo"]["lost_writes"]]
+    assert all(doc["primary_lost_at"] > at for at in lost_at)  # ISO times of one format and zone
+
+    _, secondary = regions(settings)
+    survived = _journal_versions(secondary.journal)
+    assert late.isdisjoint(survived)
+    assert preserved - late <= survived  # nothing else acknowledged before the loss is missing
+    reads = next(c for c in doc["checks"] if c["name"] == "secondary: canary reads")
+    # Every replicated write reads back over HTTP, plus the one the RTO step made on the secondary.
+    assert reads["ok"] and reads["detail"].startswith(f"0 of {doc['rpo']['acknowledged_writes'] - 5 + 1} ")
+
+    markdown = path.with_suffix(".md").read_text()
+    assert f"5 of {doc['rpo']['acknowledged_writes']} acknowledged writes lost" in markdown
+    assert f"**RPO**: {doc['rpo']['seconds']} s" in markdown
+    for write in doc["rpo"]["lost_writes"]:
+        assert f"| {write['reference']} | {write['version']} | {write['acknowledged_at']} |" in markdown
+    assert "None: every acknowledged write reached the secondary." not in markdown
