@@ -9,14 +9,12 @@ already holds and writes every row exactly once.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import functools
 import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,8 +155,6 @@ class LakeWriter:
                 if seen == 0:
                     break
             self._prune()
-        if written:
-            trim_heap()
         return written
 
     def _flush_window(self, target: int) -> tuple[int, int]:
@@ -222,27 +218,6 @@ class LakeWriter:
     def _prune(self) -> None:
         cutoff = int(datetime.now(UTC).timestamp() * 1_000_000) - self._retention_us
         self._source.prune_bodies(self._source.committed_seq(), cutoff)
-
-
-def _libc_trim() -> Callable[[int], int] | None:
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None  # not glibc: nothing to do
-    return trim
-
-
-_TRIM = _libc_trim()
-
-
-def trim_heap() -> None:
-    """Hand freed heap pages back to the OS after a commit window.
-
-    A window's Arrow tables and Parquet buffers (tens of MB) are freed into glibc's arenas, which
-    keep the pages; over a long bulk import that fragmentation shows up as slowly rising RSS.
-    """
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 class StandbyLakeWriter(LakeWriter):
