@@ -3,7 +3,8 @@
 The gateway hands over facts (method, route template, status, peer address,
 query string, the caller's access context); this module maps them to an
 event — who (client, role, fhirUser, certificate subject, address), what
-(action, resources disclosed, patients by pseudonymous key), how it ended,
+(action, resources disclosed, patients by pseudonymous key, the sensitivity codes
+of what was disclosed and how many), how it ended,
 why (purpose of use) — and submits it to the trail, which makes it durable.
 """
 
@@ -154,6 +155,8 @@ class AuditRecorder:
             resources=access.references if access is not None else (),
             query=query,
             purpose_of_use=("BTG",) if access is not None and access.flagged else (),
+            security_labels=access.labels if access is not None else None,
+            sensitive_count=access.sensitive_count if access is not None else 0,
         )
 
 

@@ -46,7 +46,7 @@ class Visibility:
     where: str = "1=1"
     params: tuple[object, ...] = ()
     present: Callable[[bytes], bytes] | None = None
-    disclosed: Callable[[str, str, str | None], None] | None = None
+    disclosed: Callable[[str, str, str | None, bytes | None], None] | None = None
 
 
 EVERYTHING = Visibility()
@@ -177,10 +177,10 @@ class ViewRunner:
         except KeyShreddedError:  # erased while this ran
             self.skipped_erased += 1
             return None
+        if visibility.disclosed is not None:
+            visibility.disclosed(rtype, rid, patient_key, body)
         if visibility.present is not None:
             body = visibility.present(body)
-        if visibility.disclosed is not None:
-            visibility.disclosed(rtype, rid, patient_key)
         resource: dict[str, Any] = orjson.loads(body)
         return resource
 
