@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,17 @@ def _sensitivity(event: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str
     return labels, {d["type"]: d["valueString"] for d in entity["detail"]}
 
 
+@dataclass
+class Scene:
+    data_dir: Path
+    agent: str  # the EMR client that read the records
+    events: dict[str, list[dict[str, Any]]]  # its audit records: all, and per route
+    canary: Canary
+    summary: dict[str, Any]  # what the audit page's data endpoint answered a compliance officer
+
+
 @pytest.fixture
-def trail(tmp_path: Path) -> tuple[Path, str, dict[str, list[dict[str, Any]]], Canary]:
+def scene(tmp_path: Path) -> Scene:
     """A gateway where an EMR wrote a restricted Patient and a PSY Condition, then read them and more."""
     canary = Canary()
     settings = make_settings(tmp_path / "data")
@@ -71,6 +81,9 @@ def trail(tmp_path: Path) -> tuple[Path, str, dict[str, list[dict[str, Any]]], C
         assert {name: r.status_code for name, r in replies.items()} == dict.fromkeys(replies, 200)
         assert replies["condition"].json()["meta"]["security"][0] == PSYCHIATRY
         events = _events(client)[before:]
+        officer = login(client, register(settings.data_dir, Role.COMPLIANCE_OFFICER, "system/*.rs"), TOKEN_URL)
+        summary = client.get("/admin/audit/data", headers=officer.headers())
+        assert summary.status_code == 200
     by_route = {
         name: [e for e in events if _action(e) != "admin" and _route(e) == f"GET {path}"]
         for name, path in (
@@ -80,7 +93,7 @@ def trail(tmp_path: Path) -> tuple[Path, str, dict[str, list[dict[str, Any]]], C
             ("history", "/fhir/{rtype}/{rid}/_history"),
         )
     }
-    return settings.data_dir, emr.client_id, {"all": events, **by_route}, canary
+    return Scene(settings.data_dir, emr.client_id, {"all": events, **by_route}, canary, summary.json())
 
 
 def test_labels_of_a_resource_are_the_sensitive_ones_only() -> None:
@@ -91,9 +104,9 @@ def test_labels_of_a_resource_are_the_sensitive_ones_only() -> None:
 
 
 def test_reads_of_sensitive_records_carry_their_codes_and_counts(
-    trail: tuple[Path, str, dict[str, list[dict[str, Any]]], Canary],
+    scene: Scene,
 ) -> None:
-    _, _, events, _ = trail
+    events = scene.events
     patient_read, condition_read, observation_read = events["patient"]
     assert _sensitivity(patient_read) == (
         [(CONFIDENTIALITY, "R")],
@@ -114,18 +127,16 @@ def test_reads_of_sensitive_records_carry_their_codes_and_counts(
     assert _sensitivity(history) == ([(ACT_CODE, "PSY")], {"sensitive-records": "1", "sensitive-records:PSY": "1"})
 
 
-def test_no_phi_reaches_the_audit_trail(trail: tuple[Path, str, dict[str, list[dict[str, Any]]], Canary]) -> None:
-    data_dir, _, _, canary = trail
+def test_no_phi_reaches_the_audit_trail(scene: Scene) -> None:
+    data_dir, canary = scene.data_dir, scene.canary
     lines = [line for path in (data_dir / "audit").rglob("segment-*.log") for line in path.read_text().splitlines()]
     assert lines and any("securityLabel" in line for line in lines)
     leaked = [value for value in canary.phi_values() if any(value in line for line in lines)]
     assert leaked == []
 
 
-def test_anomaly_report_lists_exactly_the_sensitive_accesses(
-    trail: tuple[Path, str, dict[str, list[dict[str, Any]]], Canary], capsys: pytest.CaptureFixture[str]
-) -> None:
-    data_dir, agent, events, _ = trail
+def test_anomaly_report_lists_exactly_the_sensitive_accesses(scene: Scene, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir, agent, events = scene.data_dir, scene.agent, scene.events
     day = reports.recorded(events["all"][0]).date().isoformat()
     expected = {"kind": "sensitive-access", "agent": agent, "day": day, "count": 6, "baseline": ""}
     expected["detail"] = "codes PSY=4 R=2"
@@ -141,6 +152,13 @@ def test_anomaly_report_lists_exactly_the_sensitive_accesses(
     assert len(sensitive) == 5
     flagged = [entry["resource"] for entry in bundle["entry"]]
     assert [e for e in flagged if _sensitivity(e) is not None] == sensitive
+
+
+def test_audit_page_data_lists_the_sensitive_access(
+    scene: Scene,
+) -> None:
+    rows = [r for r in scene.summary["anomalies"] if r["kind"] == "sensitive-access"]
+    assert [(r["agent"], r["count"], r["detail"]) for r in rows] == [(scene.agent, 6, "codes PSY=4 R=2")]
 
 
 def _read(when: datetime, *, labels: dict[tuple[str, str], int], count: int, **kw: Any) -> dict[str, Any]:
