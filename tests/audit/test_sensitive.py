@@ -78,6 +78,9 @@ def scene(tmp_path: Path) -> Scene:
             "everything": client.get(f"/fhir/Patient/{pid}/$everything"),
             "history": client.get(f"/fhir/Condition/{cid}/_history"),
         }
+        view = {"resourceType": "ViewDefinition", "status": "active", "resource": "Condition"}
+        view["select"] = [{"column": [{"name": "id", "path": "id"}]}]
+        replies["view"] = client.post("/fhir/ViewDefinition/$run", content=orjson.dumps(view))
         assert {name: r.status_code for name, r in replies.items()} == dict.fromkeys(replies, 200)
         assert replies["condition"].json()["meta"]["security"][0] == PSYCHIATRY
         events = _events(client)[before:]
@@ -85,12 +88,13 @@ def scene(tmp_path: Path) -> Scene:
         summary = client.get("/admin/audit/data", headers=officer.headers())
         assert summary.status_code == 200
     by_route = {
-        name: [e for e in events if _action(e) != "admin" and _route(e) == f"GET {path}"]
-        for name, path in (
-            ("patient", "/fhir/{rtype}/{rid}"),
-            ("search", "/fhir/{rtype}"),
-            ("everything", "/fhir/Patient/{rid}/$everything"),
-            ("history", "/fhir/{rtype}/{rid}/_history"),
+        name: [e for e in events if _action(e) != "admin" and _route(e) == target]
+        for name, target in (
+            ("patient", "GET /fhir/{rtype}/{rid}"),
+            ("search", "GET /fhir/{rtype}"),
+            ("everything", "GET /fhir/Patient/{rid}/$everything"),
+            ("history", "GET /fhir/{rtype}/{rid}/_history"),
+            ("view", "POST /fhir/ViewDefinition/$run"),
         )
     }
     return Scene(settings.data_dir, emr.client_id, {"all": events, **by_route}, canary, summary.json())
@@ -125,6 +129,8 @@ def test_reads_of_sensitive_records_carry_their_codes_and_counts(
     assert details == {"sensitive-records": "2", "sensitive-records:PSY": "1", "sensitive-records:R": "1"}
     (history,) = events["history"]
     assert _sensitivity(history) == ([(ACT_CODE, "PSY")], {"sensitive-records": "1", "sensitive-records:PSY": "1"})
+    (view,) = events["view"]
+    assert _sensitivity(view) == ([(ACT_CODE, "PSY")], {"sensitive-records": "1", "sensitive-records:PSY": "1"})
 
 
 def test_no_phi_reaches_the_audit_trail(scene: Scene) -> None:
@@ -138,18 +144,18 @@ def test_no_phi_reaches_the_audit_trail(scene: Scene) -> None:
 def test_anomaly_report_lists_exactly_the_sensitive_accesses(scene: Scene, capsys: pytest.CaptureFixture[str]) -> None:
     data_dir, agent, events = scene.data_dir, scene.agent, scene.events
     day = reports.recorded(events["all"][0]).date().isoformat()
-    expected = {"kind": "sensitive-access", "agent": agent, "day": day, "count": 6, "baseline": ""}
-    expected["detail"] = "codes PSY=4 R=2"
+    expected = {"kind": "sensitive-access", "agent": agent, "day": day, "count": 7, "baseline": ""}
+    expected["detail"] = "codes PSY=5 R=2"
     rows = json.loads(_run(data_dir, capsys, "anomalies", "--format", "json"))
     assert [r for r in rows if r["kind"] == "sensitive-access"] == [expected]
     table = list(csv.DictReader(io.StringIO(_run(data_dir, capsys, "anomalies", "--format", "csv"))))
-    assert [r for r in table if r["kind"] == "sensitive-access"] == [{**expected, "count": "6"}]
+    assert [r for r in table if r["kind"] == "sensitive-access"] == [{**expected, "count": "7"}]
     page = _run(data_dir, capsys, "anomalies", "--format", "html")
-    assert f"<td>sensitive-access</td><td>{agent}</td><td>{day}</td><td>6</td>" in page
-    assert "codes PSY=4 R=2" in page
+    assert f"<td>sensitive-access</td><td>{agent}</td><td>{day}</td><td>7</td>" in page
+    assert "codes PSY=5 R=2" in page
     bundle = json.loads(_run(data_dir, capsys, "anomalies", "--format", "fhir"))
     sensitive = [e for e in events["all"] if _sensitivity(e) is not None]
-    assert len(sensitive) == 5
+    assert len(sensitive) == 6
     flagged = [entry["resource"] for entry in bundle["entry"]]
     assert [e for e in flagged if _sensitivity(e) is not None] == sensitive
 
@@ -158,7 +164,7 @@ def test_audit_page_data_lists_the_sensitive_access(
     scene: Scene,
 ) -> None:
     rows = [r for r in scene.summary["anomalies"] if r["kind"] == "sensitive-access"]
-    assert [(r["agent"], r["count"], r["detail"]) for r in rows] == [(scene.agent, 6, "codes PSY=4 R=2")]
+    assert [(r["agent"], r["count"], r["detail"]) for r in rows] == [(scene.agent, 7, "codes PSY=5 R=2")]
 
 
 def _read(when: datetime, *, labels: dict[tuple[str, str], int], count: int, **kw: Any) -> dict[str, Any]:
