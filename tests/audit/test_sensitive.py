@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from audit import reports
+from audit.errors import AuditEventError
 from audit.events import AuditAction, audit_event
 from security.labels import ACT_CODE, CONFIDENTIALITY, sensitivity
 from security.principal import Role
@@ -207,3 +208,10 @@ def test_break_glass_sensitive_accesses_are_marked() -> None:
         }
     ]
     assert list(reports.flagged_events(events, rows)) == events[:2]
+
+
+def test_a_label_that_is_not_a_code_is_refused() -> None:
+    with pytest.raises(AuditEventError, match="label") as refused:
+        audit_event(AuditAction.READ, security_labels={(ACT_CODE, "Jane Doe"): 1}, sensitive_count=1)
+    assert "Jane" not in str(refused.value)
+    assert "entity" not in audit_event(AuditAction.READ, security_labels={(ACT_CODE, "PSY"): 1}, sensitive_count=0)
