@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -134,6 +134,9 @@ _REFERENCE = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9.-]{1,64}(/_history/[A-Z
 _PATIENT_KEY = re.compile(r"[0-9a-f]{32,128}")  # as security.pseudonym derives them
 _PURPOSE_CODE = re.compile(r"[A-Z]{2,16}")
 _PRINTABLE = re.compile(r"[\x20-\x7e]{1,4096}")
+_LABEL_SYSTEM = re.compile(r"https?://[A-Za-z0-9./_-]{1,200}")
+_LABEL_CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+SENSITIVE_DETAIL = "sensitive-records"  # entity.detail type: how many sensitive records the request disclosed
 
 
 def _check(name: str, value: str, pattern: re.Pattern[str]) -> str:
@@ -224,6 +227,23 @@ def _entities(patient_keys: Sequence[str], resources: Sequence[str], query: str 
     return entities
 
 
+def _sensitivity_entity(labels: Mapping[tuple[str, str], int], count: int) -> dict[str, Any]:
+    """The entity saying sensitive records were disclosed: their labels and counts, never which records."""
+    codings = []
+    details = [{"type": SENSITIVE_DETAIL, "valueString": str(int(count))}]
+    for (system, code), n in sorted(labels.items(), key=lambda item: item[0][1]):
+        codings.append(
+            {"system": _check("label_system", system, _LABEL_SYSTEM), "code": _check("label", code, _LABEL_CODE)}
+        )
+        details.append({"type": f"{SENSITIVE_DETAIL}:{code}", "valueString": str(int(n))})
+    return {
+        "type": {"system": _ENTITY_TYPE, "code": "2", "display": "System Object"},
+        "role": {"system": _OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+        "securityLabel": codings,
+        "detail": details,
+    }
+
+
 def audit_event(
     action: AuditAction,
     *,
@@ -239,6 +259,8 @@ def audit_event(
     resources: Sequence[str] = (),
     query: str | None = None,
     purpose_of_use: Sequence[str] = (),
+    security_labels: Mapping[tuple[str, str], int] | None = None,
+    sensitive_count: int = 0,
     request_id: str | None = None,
     recorded: datetime | None = None,
 ) -> dict[str, Any]:
@@ -251,6 +273,9 @@ def audit_event(
     names); ``purpose_of_use`` holds v3-ActReason codes (``TREAT``, ``ETREAT``…) and lands on the
     requestor agent (``purposeOfUse``) and on ``purposeOfEvent``; ``outcome_code`` is an error code
     such as ``key-shredded``. ``recorded`` defaults to now and must be timezone-aware.
+    ``security_labels`` maps the ``(system, code)`` sensitivity labels of the records disclosed to how
+    many carried each, ``sensitive_count`` is how many sensitive records there were; with a count they
+    become one entity (``securityLabel`` and ``detail``), codes and numbers only.
 
     Raises AuditEventError if any value does not have the narrow form its argument allows.
     """
@@ -278,6 +303,8 @@ def audit_event(
     if purposes:
         event["purposeOfEvent"] = purposes
     entities = _entities(patient_keys, resources, query)
+    if sensitive_count > 0:
+        entities.append(_sensitivity_entity(security_labels or {}, sensitive_count))
     if request_id is not None:
         entities.append(
             {

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from audit.errors import AuditError, AuditIntegrityError
-from audit.events import AuditAction, Outcome
+from audit.events import SENSITIVE_DETAIL, AuditAction, Outcome
 from audit.segments import segment_paths
 
 Row = dict[str, str | int]
@@ -167,6 +167,26 @@ def resources(event: Event) -> list[str]:
     return [str(e["what"]["reference"]) for e in event.get("entity", []) if "reference" in e.get("what", {})]
 
 
+def sensitivity(event: Event) -> tuple[int, Counter[str]]:
+    """How many sensitive records the event disclosed, and per sensitivity code how many carried it."""
+    codes: Counter[str] = Counter()
+    count = 0
+    for entity in event.get("entity", []):
+        for detail in entity.get("detail", []):
+            kind, value = str(detail.get("type", "")), str(detail.get("valueString", "0"))
+            if not value.isdigit():
+                continue
+            if kind == SENSITIVE_DETAIL:
+                count += int(value)
+            elif kind.startswith(SENSITIVE_DETAIL + ":"):
+                codes[kind.removeprefix(SENSITIVE_DETAIL + ":")] += int(value)
+    return count, codes
+
+
+def _sensitive_disclosure(event: Event) -> bool:
+    return event.get("outcome") == Outcome.SUCCESS and action(event) in DISCLOSING and sensitivity(event)[0] > 0
+
+
 def who(event: Event) -> str:
     """The person if there is one, else the client: whose behaviour the anomaly rules judge."""
     return fhir_user(event) or client_id(event) or "-"
@@ -261,6 +281,11 @@ def anomalies(
       fhirUser, else the client id.
     - ``distinct-patients``: an agent (fhirUser, else client id) naming more than
       ``distinct_patients`` distinct patient keys in one day.
+    - ``sensitive-access``: an agent (fhirUser, else client id) that was handed records labelled
+      sensitive (``security.labels``: confidentiality R/V, ActCode PSY, HIV, SUD…) on a day, by a
+      successful read, search, history, $everything, transaction or export. ``count`` is the
+      number of sensitive records disclosed, ``detail`` the codes with their counts and, when
+      some of those requests used a break-glass grant, how many (``break-glass 1/3``).
 
     ``events`` is empty; :func:`flagged_events` gives the events behind the rows on a second pass.
     Raises AuditReportError if a threshold is out of range.
@@ -270,6 +295,7 @@ def anomalies(
     volume: Counter[tuple[str, str]] = Counter()
     late: Counter[tuple[str, str]] = Counter()
     seen: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+    sensitive: defaultdict[tuple[str, str], _Sensitive] = defaultdict(_Sensitive)
     for event in events:
         if not in_range(event, start, end):
             continue
@@ -279,6 +305,8 @@ def anomalies(
         if _after_hours(when.hour, after_hours) and (patient_keys(event) or resources(event)):
             late[(person, day)] += 1
         seen[(person, day)].update(patient_keys(event))
+        if _sensitive_disclosure(event):
+            sensitive[(person, day)].add(event)
     rows = _volume_rows(volume, volume_factor, baseline_days)
     rows += [
         _anomaly("after-hours", key, n, f"UTC {after_hours[0]:02d}:00-{after_hours[1]:02d}:00")
@@ -289,7 +317,30 @@ def anomalies(
         for key, keys in seen.items()
         if len(keys) > distinct_patients
     ]
+    rows += [_anomaly("sensitive-access", key, found.records, found.detail()) for key, found in sensitive.items()]
     return Report("Anomalies", sorted(rows, key=lambda r: (str(r["day"]), str(r["kind"]), str(r["agent"]))))
+
+
+@dataclass(slots=True)
+class _Sensitive:
+    """One agent's day of sensitive disclosures: records, codes, requests and how many were break-glass."""
+
+    records: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    break_glass: int = 0
+
+    def add(self, event: Event) -> None:
+        count, codes = sensitivity(event)
+        self.records += count
+        self.codes.update(codes)
+        self.requests += 1
+        self.break_glass += BREAK_GLASS_PURPOSE in purposes(event)
+
+    def detail(self) -> str:
+        codes = " ".join(f"{code}={n}" for code, n in sorted(self.codes.items()))
+        glass = f"; break-glass {self.break_glass}/{self.requests}" if self.break_glass else ""
+        return f"codes {codes}{glass}"
 
 
 def _anomaly(kind: str, key: tuple[str, str], count: int, detail: str, baseline: str = "") -> Row:
@@ -329,6 +380,7 @@ def flagged_events(
             "volume" in kinds
             or ("distinct-patients" in kinds and patient_keys(event))
             or ("after-hours" in kinds and late)
+            or ("sensitive-access" in kinds and _sensitive_disclosure(event))
         ):
             yield event
 

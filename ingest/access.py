@@ -9,6 +9,7 @@ exactly like one that does not exist (404).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import orjson
@@ -17,6 +18,7 @@ from ingest.errors import ForbiddenError, Issue, ResourceNotFoundError
 from ingest.journal import Journal, cares_for
 from security.authz import Authorizer, Decision, Kind, Relation, Target
 from security.breakglass import BreakGlassLedger
+from security.labels import sensitivity_of
 from security.masking import deidentify
 from security.principal import Principal, Role
 from security.pseudonym import Pseudonymizer
@@ -36,13 +38,35 @@ class Access:
     references: list[str] = field(default_factory=list)  # resources disclosed to the caller (for audit)
     patient_keys: set[str] = field(default_factory=set)  # whose records they were (pseudonymous keys)
     denied: bool = False  # a decision in this request said no
+    labels: Counter[tuple[str, str]] = field(default_factory=Counter)  # (system, code) -> sensitive records
+    _sensitive: set[str] = field(default_factory=set)  # which disclosed references were sensitive (never audited)
 
-    def disclosed(self, rtype: str, rid: str, patient_key: str | None) -> None:
-        """Note a resource handed to the caller: the audit record lists it (accounting of disclosures)."""
+    def disclosed(self, rtype: str, rid: str, patient_key: str | None, body: bytes | None = None) -> None:
+        """Note a resource handed to the caller: the audit record lists it (accounting of disclosures).
+
+        With its clear ``body`` (before masking), its sensitivity labels are noted too (:meth:`labelled`).
+        """
         if len(self.references) < 1000:
             self.references.append(f"{rtype}/{rid}")
         if patient_key is not None:
             self.patient_keys.add(patient_key)
+        if body is not None:
+            self.labelled(rtype, rid, body)
+
+    def labelled(self, rtype: str, rid: str, body: bytes) -> None:
+        """Count the sensitivity codes of a disclosed resource, once per resource and request."""
+        ref = f"{rtype}/{rid}"
+        if ref in self._sensitive:
+            return
+        found = sensitivity_of(body)
+        if found:
+            self._sensitive.add(ref)
+            self.labels.update(found)
+
+    @property
+    def sensitive_count(self) -> int:
+        """How many distinct sensitive resources this request disclosed."""
+        return len(self._sensitive)
 
     @property
     def own_key(self) -> str | None:

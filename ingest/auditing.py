@@ -3,7 +3,8 @@
 The gateway hands over facts (method, route template, status, peer address,
 query string, the caller's access context); this module maps them to an
 event — who (client, role, fhirUser, certificate subject, address), what
-(action, resources disclosed, patients by pseudonymous key), how it ended,
+(action, resources disclosed, patients by pseudonymous key, the sensitivity codes
+of what was disclosed and how many), how it ended,
 why (purpose of use) — and submits it to the trail, which makes it durable.
 """
 
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from audit.events import AuditAction, audit_event, outcome_of
-from audit.reports import action, load_events, recorded, who
+from audit.reports import action, anomalies, load_events, recorded, who
 from ingest.access import Access
 from ingest.errors import InvalidInputError, Issue
 from security.pseudonym import Pseudonymizer
@@ -154,6 +155,8 @@ class AuditRecorder:
             resources=access.references if access is not None else (),
             query=query,
             purpose_of_use=("BTG",) if access is not None and access.flagged else (),
+            security_labels=access.labels if access is not None else None,
+            sensitive_count=access.sensitive_count if access is not None else 0,
         )
 
 
@@ -204,7 +207,8 @@ class AuditQueries:
         }
 
     def summary(self, access: Access, params: list[tuple[str, str]]) -> dict[str, Any]:
-        """Counts for the audit page: records per day, top agents, denials per day (``agent``, ``from``, ``to``).
+        """Counts for the audit page: records per day, top agents, denials per day (``agent``, ``from``, ``to``),
+        and the anomaly rows of the same records (``audit.reports.anomalies``, sensitive access included).
 
         Raises ForbiddenError unless the caller may read the audit trail; InvalidInputError for a bad date.
         """
@@ -216,7 +220,8 @@ class AuditQueries:
         agents: Counter[str] = Counter()
         denials: Counter[str] = Counter()
         total = 0
-        for event in load_events(self._dir, start=start, end=end, agent=args.get("agent") or None):
+        agent = args.get("agent") or None
+        for event in load_events(self._dir, start=start, end=end, agent=agent):
             total += 1
             day = recorded(event).date().isoformat()
             per_day[day] += 1
@@ -228,6 +233,7 @@ class AuditQueries:
             "over_time": sorted(per_day.items()),
             "top_agents": agents.most_common(10),
             "denials": sorted(denials.items()),
+            "anomalies": anomalies(load_events(self._dir, start=start, end=end, agent=agent)).rows,
         }
 
 

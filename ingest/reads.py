@@ -116,6 +116,7 @@ class ResourceReads:
         if stored.deleted:
             raise ResourceGoneError(f"{rtype} resource was deleted", [Issue("deleted", "the resource was deleted")])
         if decision is not None and access is not None and stored.body is not None:
+            access.labelled(rtype, rid, stored.body)
             return replace(stored, body=access.present(decision, stored.body))
         return stored
 
@@ -180,7 +181,7 @@ class ResourceReads:
         rows = self.current_rows(rtype, ids)
         if access is not None:
             for row in rows:
-                access.disclosed(row.resource_type, row.id, row.patient_key)
+                access.disclosed(row.resource_type, row.id, row.patient_key, row.body)
         if access is None or decision is None or not decision.masked:
             return rows
         return [r if r.body is None else replace(r, body=access.present(decision, r.body)) for r in rows]
@@ -209,7 +210,7 @@ class ResourceReads:
         if access is None:
             return loaded
         for res in loaded:
-            access.disclosed(res.resource_type, res.id, res.patient_key)
+            access.disclosed(res.resource_type, res.id, res.patient_key, res.body)
         if decision is None or not decision.masked:
             return loaded
         return [r if r.body is None else replace(r, body=access.present(decision, r.body)) for r in loaded]

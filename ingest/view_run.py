@@ -64,7 +64,7 @@ def run_view_for(
         def present(body: bytes) -> bytes:
             return access.present(decision, body)
 
-        seen = Visibility(where, tuple(params), present, access.disclosed)
+        seen = Visibility(where, tuple(params), present, access.disclosed, access.labelled)
     plan = ViewPlan(view, phi_policy(view, ColumnAction.MASK) if masked else None)
     rows = itertools.islice(runner.resources(plan.resource_type, seen), limit)
     return encode_batches(plan.batches(rows), plan.schema, fmt), MEDIA_TYPES[fmt]

@@ -41,12 +41,14 @@ _COLUMNS = ", ".join(f"v.{c.strip()}" for c in VERSION_COLUMNS.split(","))
 class Visibility:
     """What one caller may see of a run: an SQL condition over ``current c`` (``Access.visibility``),
     how a body is presented to them (``Access.present``: de-identification), and a callback per
-    resource disclosed (``Access.disclosed``: accounting of disclosures)."""
+    resource disclosed (``Access.disclosed``: accounting of disclosures) and one given its clear body
+    (``Access.labelled``: sensitivity codes for the audit record)."""
 
     where: str = "1=1"
     params: tuple[object, ...] = ()
     present: Callable[[bytes], bytes] | None = None
     disclosed: Callable[[str, str, str | None], None] | None = None
+    labelled: Callable[[str, str, bytes], None] | None = None
 
 
 EVERYTHING = Visibility()
@@ -177,6 +179,8 @@ class ViewRunner:
         except KeyShreddedError:  # erased while this ran
             self.skipped_erased += 1
             return None
+        if visibility.labelled is not None:
+            visibility.labelled(rtype, rid, body)
         if visibility.present is not None:
             body = visibility.present(body)
         if visibility.disclosed is not None:

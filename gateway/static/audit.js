@@ -34,6 +34,23 @@ function bars(svg, pairs) {
   });
 }
 
+function table(element, rows) {
+  // textContent only: agents and details are data, never markup.
+  const body = element.querySelector("tbody");
+  while (body.firstChild) body.removeChild(body.firstChild);
+  element.dataset.rows = String(rows.length);
+  for (const row of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.kind = row.kind;
+    for (const key of ["kind", "agent", "day", "count", "baseline", "detail"]) {
+      const td = document.createElement("td");
+      td.textContent = String(row[key] ?? "");
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+}
+
 async function load() {
   const params = state();
   const query = new URLSearchParams();
@@ -55,6 +72,7 @@ async function load() {
   bars(document.getElementById("over-time"), data.over_time);
   bars(document.getElementById("top-agents"), data.top_agents);
   bars(document.getElementById("denials"), data.denials);
+  table(document.getElementById("anomalies"), data.anomalies || []);
   status.textContent = `${data.total} audit records`;
   document.body.dataset.state = "loaded";
 }

@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from security.labels import CONFIDENTIALITY
 from security.principal import Role
 from tests.fixtures.identity import login, register
 
@@ -67,6 +68,9 @@ def test_audit_page_draws_real_data_and_filters(server_factory: Any) -> None:
         )
         for _ in range(3):
             assert http.get(f"{server.base}/Patient/{created.json()['id']}", headers=emr).status_code == 200
+        restricted = {"resourceType": "Patient", "meta": {"security": [{"system": CONFIDENTIALITY, "code": "R"}]}}
+        sensitive = http.post(f"{server.base}/Patient", content=orjson.dumps(restricted), headers=emr | fhir)
+        assert http.get(f"{server.base}/Patient/{sensitive.json()['id']}", headers=emr).status_code == 200
         assert http.get(f"{server.base}/Patient").status_code == 401  # a denial to chart
         officer = login(
             http, register(server.data_dir, Role.COMPLIANCE_OFFICER, "system/*.rs"), f"{server.origin}/auth/token"
@@ -80,6 +84,8 @@ def test_audit_page_draws_real_data_and_filters(server_factory: Any) -> None:
     assert everything >= 8  # token requests, the writes and reads, the denial
     assert int(_attr(dom, "denials", "data-total")) >= 1
     assert f'data-label="{emr_client}"' in dom  # the top-agents chart names the integration
+    row = re.search(r'<tr data-kind="sensitive-access">(.*?)</tr>', dom)
+    assert row is not None and f"<td>{emr_client}</td>" in row.group(1) and "<td>codes R=1</td>" in row.group(1)
 
     filtered = _render(browser, f"{page}&agent={quote(emr_client)}")
     only_emr = int(_attr(filtered, "over-time", "data-total"))
