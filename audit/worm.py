@@ -32,7 +32,6 @@ degraded and the shipper checks the bucket before its first PUT.
 from __future__ import annotations
 
 import base64
-import os
 import threading
 import time
 import weakref
@@ -50,6 +49,7 @@ from audit.lockedbucket import LockedBucket, batch_name, s3_client
 from audit.segments import KEYS_NAME, ReadCursor, SegmentFileSink, line_seq, read_public_keys
 from audit.sinks import AuditSink
 from resilience import Breaker, BreakerPolicy, CircuitOpenError, RetryPolicy, retry
+from security.secretfile import write_private
 from telemetry.metrics import AUDIT_SINK_FAILURES, AUDIT_WORM_BACKLOG_RECORDS, AUDIT_WORM_BACKLOG_SECONDS
 
 __all__ = ["MIN_RETENTION_DAYS", "POSITION_NAME", "WormSink"]
@@ -99,19 +99,7 @@ def _read_position(path: Path | None) -> tuple[int, set[str], float | None]:
 
 
 def _write_position(path: Path, seq: int, keys: set[str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, orjson.dumps({"keys": sorted(keys), "seq": seq}))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_private(path, orjson.dumps({"keys": sorted(keys), "seq": seq}))  # atomic, fsynced with its directory
 
 
 def _key_body(key_id: str, public_key: bytes) -> bytes:

@@ -110,13 +110,6 @@ class Breaker:
             if self._current() is BreakerState.OPEN or (self._state is BreakerState.HALF_OPEN and self._probing):
                 raise CircuitOpenError(self.dependency, self._left())
 
-    def record_failure(self) -> None:
-        """Count a failure observed outside ``call`` (e.g. a background health probe)."""
-        self._record(False, probe=False)
-
-    def record_success(self) -> None:
-        self._record(True, probe=False)
-
     def _admit(self) -> bool:
         with self._lock:
             state = self._current()

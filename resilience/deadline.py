@@ -1,9 +1,11 @@
 """Per-request deadlines, carried in a ContextVar to every dependency call the request makes.
 
 The gateway opens ``deadline(limits.request_timeout_s)`` around each request; threads started
-with ``run_in_threadpool`` inherit the context. A dependency call asks ``timeout_for(default)``
-for its socket timeout and calls ``check_deadline`` before it starts, so a request whose time is
-up fails fast (503) instead of queueing more work behind a slow dependency.
+with ``run_in_threadpool`` inherit the context. KMS calls and lake reads call ``check_deadline``
+(through ``retry``) before each attempt, and a retry never sleeps past it, so a request whose time
+is up fails fast (503) instead of queueing more work behind a slow dependency. ``timeout_for`` is
+for a client that takes a per-call timeout; boto3's KMS client has its timeout fixed at creation
+(``security.kms.timeout_s``), which bounds one attempt instead.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from tests.fixtures.canary import Canary
 from tests.fixtures.identity import login, register
 from tests.fixtures.moto import required_moto
 from tests.fixtures.netproxy import TcpProxy
+from tests.fixtures.wait import wait_for
 
 REGION = "us-east-1"
 SEED = bytes(range(32))
@@ -372,7 +373,7 @@ def test_the_gateway_answers_while_the_worm_bucket_is_unreachable(s3_url: str, t
             patient = written.json()["entry"][0]["response"]["location"].split("/_history")[0]
             assert canary.s("Family") in client.get(f"/fhir/{patient}").text
             assert (REGISTRY.get_sample_value("fhirlake_audit_worm_backlog_records") or 0) >= 5
-            assert _wait(lambda: client.get("/readyz").json()["dependencies"]["audit_worm"]["breaker"] == "open")
+            assert wait_for(lambda: client.get("/readyz").json()["dependencies"]["audit_worm"]["breaker"] == "open")
             ready = client.get("/readyz")
             assert ready.status_code == 200 and ready.json()["status"] == "degraded"  # serving, and alerting
             assert ready.json()["dependencies"]["audit_worm"]["backlog_records"] >= 5
@@ -381,17 +382,8 @@ def test_the_gateway_answers_while_the_worm_bucket_is_unreachable(s3_url: str, t
             assert 'fhirlake_circuit_breaker_state{dependency="audit_worm"} 2.0' in metrics
             assert "Cnry" not in metrics
             proxy.unblock()
-            assert _wait(lambda: client.get("/readyz").json()["status"] == "ready", timeout=30)
+            assert wait_for(lambda: client.get("/readyz").json()["status"] == "ready", timeout=30)
     trail = SegmentFileSink(settings.data_dir / "audit" / "trail-1")
     local = list(trail.read())
     trail.close()
     assert_copy_matches(s3_url, bucket, local, prefix=f"audit/{settings.tenant}/trail-1/0")
-
-
-def _wait(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)

@@ -16,18 +16,10 @@ import pytest
 
 from tests.fixtures.canary import Canary
 from tests.fixtures.server import free_port
+from tests.fixtures.wait import wait_for
 
 HEADERS = {"Content-Type": "application/fhir+json"}
 FAST = {"FHIRLAKE_LAKE__COMMIT_INTERVAL_S": "0.3", "FHIRLAKE_LAKE__WRITER_IN_GATEWAY": "false"}
-
-
-def _wait_for(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
 
 
 class Writer:
@@ -48,7 +40,7 @@ class Writer:
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        assert _wait_for(self._alive), "the writer did not start"
+        assert wait_for(self._alive, timeout=30), "the writer did not start"
 
     def _alive(self) -> bool:
         try:
@@ -97,7 +89,7 @@ def test_separate_writer_commits_what_the_gateway_accepts_and_drains_on_sigterm(
         assert _lock_is_free(server.data_dir)  # the gateway never takes the committer's lock
 
         writer = Writer(server.data_dir, server.env, tmp_path / "writer.log")
-        assert _wait_for(lambda: _pending(server) == 0), "the writer did not commit the backlog"
+        assert wait_for(lambda: _pending(server) == 0, timeout=30), "the writer did not commit the backlog"
         report = writer.ready()
         assert report["status"] == "ready" and report["breakers"] == {"catalog": "closed", "object_storage": "closed"}
         standby = Writer(server.data_dir, server.env, tmp_path / "standby.log")

@@ -7,10 +7,8 @@ opens and /readyz says degraded; once the database is back everything accepted i
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -20,25 +18,13 @@ from tests.fixtures.app import container_of, make_settings, open_client
 from tests.fixtures.canary import Canary
 from tests.fixtures.netproxy import TcpProxy
 from tests.fixtures.postgres import postgres_address, private_schema, via_port
+from tests.fixtures.wait import location_of, wait_for
 
 
 @pytest.fixture
 def catalog_url() -> Iterator[str]:
     with private_schema("catalog") as url:
         yield url
-
-
-def _wait_for(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
-
-def _location(reply: Any) -> str:
-    return str(reply.json()["entry"][0]["response"]["location"].split("/_history")[0])
 
 
 def test_tables_live_in_postgresql_and_serve_reads(catalog_url: str, tmp_path: Path) -> None:
@@ -48,7 +34,7 @@ def test_tables_live_in_postgresql_and_serve_reads(catalog_url: str, tmp_path: P
         reply = client.post("/fhir", content=canary.bundle_bytes())
         assert reply.status_code == 200, reply.text
         container_of(client).lake_writer.flush()
-        assert canary.s("Family") in client.get(f"/fhir/{_location(reply)}").text  # from the lake
+        assert canary.s("Family") in client.get(f"/fhir/{location_of(reply)}").text  # from the lake
     assert not (tmp_path / "data" / "lake" / "catalog.db").exists()  # no SQLite catalog beside it
     engine = create_engine(catalog_url)
     with engine.connect() as conn:
@@ -66,7 +52,7 @@ def test_catalog_database_cut_off_degrades_and_recovers_without_loss(catalog_url
         with open_client(settings) as client:
             container = container_of(client)
             old = Canary()
-            cold = _location(client.post("/fhir", content=old.bundle_bytes()))
+            cold = location_of(client.post("/fhir", content=old.bundle_bytes()))
             container.lake_writer.flush()
             container.catalog.table("patient", fresh=True)  # pooled connections exist now
 
@@ -74,7 +60,7 @@ def test_catalog_database_cut_off_degrades_and_recovers_without_loss(catalog_url
             new = Canary()
             accepted = client.post("/fhir", content=new.bundle_bytes())
             assert accepted.status_code == 200, accepted.text  # journaled: acknowledged
-            hot = _location(accepted)
+            hot = location_of(accepted)
             assert new.s("Family") in client.get(f"/fhir/{hot}").text
             committed = container.journal.committed_seq()
             for _ in range(3):  # fresh loads hit the database
@@ -86,7 +72,7 @@ def test_catalog_database_cut_off_degrades_and_recovers_without_loss(catalog_url
             assert container.journal.committed_seq() == committed  # nothing half-committed
 
             proxy.unblock()
-            assert _wait_for(lambda: client.get("/readyz").json()["status"] == "ready", timeout=60)
-            assert _wait_for(lambda: container.journal.committed_seq() > committed)
+            assert wait_for(lambda: client.get("/readyz").json()["status"] == "ready", timeout=60)
+            assert wait_for(lambda: container.journal.committed_seq() > committed, timeout=30)
             assert old.s("Family") in client.get(f"/fhir/{cold}").text
             assert new.s("Family") in client.get(f"/fhir/{hot}").text

@@ -22,6 +22,7 @@ from tests.fixtures.app import container_of, make_settings, open_client
 from tests.fixtures.canary import Canary
 from tests.fixtures.moto import aws_environ, required_moto
 from tests.fixtures.netproxy import TcpProxy
+from tests.fixtures.wait import location_of, wait_for
 
 
 @pytest.fixture
@@ -34,19 +35,6 @@ def s3_warehouse() -> Iterator[TcpProxy]:
             yield proxy
 
 
-def _wait_for(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
-
-def _location(reply: Any) -> str:
-    return str(reply.json()["entry"][0]["response"]["location"].split("/_history")[0])
-
-
 @pytest.mark.slow
 def test_object_storage_outage_degrades_reads_keeps_writes_and_recovers(s3_warehouse: TcpProxy, tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", hot_retention_s=0.0, breaker_open_s=1.0)
@@ -56,7 +44,7 @@ def test_object_storage_outage_degrades_reads_keeps_writes_and_recovers(s3_wareh
         old = Canary()
         reply = client.post("/fhir", content=old.bundle_bytes())
         assert reply.status_code == 200, reply.text
-        cold = _location(reply)
+        cold = location_of(reply)
         container.lake_writer.flush()  # in the bucket; the journal no longer keeps its body
         assert old.s("Family") in client.get(f"/fhir/{cold}").text
 
@@ -64,12 +52,12 @@ def test_object_storage_outage_degrades_reads_keeps_writes_and_recovers(s3_wareh
         new = Canary()
         accepted = client.post("/fhir", content=new.bundle_bytes())
         assert accepted.status_code == 200, accepted.text  # durable in the journal, acknowledged
-        hot = _location(accepted)
+        hot = location_of(accepted)
         assert new.s("Family") in client.get(f"/fhir/{hot}").text  # not yet in the lake: served from the journal
         failed = client.get(f"/fhir/{cold}")
         assert failed.status_code == 503 and failed.json()["resourceType"] == "OperationOutcome"
         assert "Cnry" not in failed.text
-        assert _wait_for(lambda: container.breakers.states()["object_storage"].value == "open")
+        assert wait_for(lambda: container.breakers.states()["object_storage"].value == "open", timeout=30)
         started = time.monotonic()
         fast = client.get(f"/fhir/{cold}")
         assert fast.status_code == 503 and int(fast.headers["Retry-After"]) >= 1
@@ -86,9 +74,11 @@ def test_object_storage_outage_degrades_reads_keeps_writes_and_recovers(s3_wareh
         assert 'fhirlake_circuit_breaker_state{dependency="object_storage"} 2.0' in metrics
 
         s3_warehouse.unblock()
-        recovered = _wait_for(lambda: client.get("/readyz").json()["status"] == "ready", timeout=60)
+        recovered = wait_for(lambda: client.get("/readyz").json()["status"] == "ready", timeout=60)
         assert recovered, client.get("/readyz").json()
-        assert _wait_for(lambda: client.get("/readyz").json()["dependencies"]["lake_writer"]["pending_rows"] == 0)
+        assert wait_for(
+            lambda: client.get("/readyz").json()["dependencies"]["lake_writer"]["pending_rows"] == 0, timeout=30
+        )
         assert old.s("Family") in client.get(f"/fhir/{cold}").text
         assert new.s("Family") in client.get(f"/fhir/{hot}").text  # now from the lake
         assert container.breakers.states()["object_storage"].value == "closed"

@@ -16,17 +16,26 @@ import pytest
 from tests.fixtures.canary import Canary
 from tests.fixtures.moto import aws_env
 from tests.fixtures.netproxy import TcpProxy
+from tests.fixtures.wait import wait_for
 
 HEADERS = {"Content-Type": "application/fhir+json"}
 
 
-def _wait_for(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
+def _aws_kms_server(
+    server_factory: Any, proxy: TcpProxy, alias: str, *, timeout_s: str, retry_after_s: str, **env: str
+) -> Any:
+    """A gateway process on the aws-kms provider, reaching moto through ``proxy``."""
+    return server_factory(
+        **aws_env(),
+        FHIRLAKE_SECURITY__KMS__PROVIDER="aws-kms",
+        FHIRLAKE_SECURITY__KMS__AWS_ENDPOINT_URL=proxy.url,
+        FHIRLAKE_SECURITY__KMS__AWS_ALIAS_PREFIX=alias,
+        FHIRLAKE_SECURITY__KMS__AWS_CREATE_KEYS="true",
+        FHIRLAKE_SECURITY__KMS__TIMEOUT_S=timeout_s,
+        FHIRLAKE_SECURITY__KMS_CHECK_INTERVAL_S="0.3",
+        FHIRLAKE_SECURITY__KMS_RETRY_AFTER_S=retry_after_s,
+        **env,
+    )
 
 
 @pytest.mark.slow
@@ -34,16 +43,7 @@ def test_aws_kms_end_to_end_fails_closed_while_unreachable_and_recovers(server_f
     port = urlsplit(moto_url).port
     assert port is not None
     with TcpProxy("127.0.0.1", port) as proxy:
-        server = server_factory(
-            **aws_env(),
-            FHIRLAKE_SECURITY__KMS__PROVIDER="aws-kms",
-            FHIRLAKE_SECURITY__KMS__AWS_ENDPOINT_URL=proxy.url,
-            FHIRLAKE_SECURITY__KMS__AWS_ALIAS_PREFIX="alias/fhirlake-e2e",
-            FHIRLAKE_SECURITY__KMS__AWS_CREATE_KEYS="true",
-            FHIRLAKE_SECURITY__KMS__TIMEOUT_S="0.5",
-            FHIRLAKE_SECURITY__KMS_CHECK_INTERVAL_S="0.3",
-            FHIRLAKE_SECURITY__KMS_RETRY_AFTER_S="0.5",
-        )
+        server = _aws_kms_server(server_factory, proxy, "alias/fhirlake-e2e", timeout_s="0.5", retry_after_s="0.5")
         server.start()
         canary = Canary()
         with httpx.Client(timeout=30, headers={**HEADERS, **server.headers()}) as http:
@@ -53,7 +53,7 @@ def test_aws_kms_end_to_end_fails_closed_while_unreachable_and_recovers(server_f
             assert canary.s("Family") in http.get(f"{server.base}/{patient}").text
 
             proxy.block()
-            down = _wait_for(lambda: http.get(f"{server.base}/{patient}").status_code == 503)
+            down = wait_for(lambda: http.get(f"{server.base}/{patient}").status_code == 503)
             assert down, "reads must fail closed once the KMS is unreachable"
             read = http.get(f"{server.base}/{patient}")
             assert read.status_code == 503 and read.headers.get("retry-after")
@@ -64,7 +64,7 @@ def test_aws_kms_end_to_end_fails_closed_while_unreachable_and_recovers(server_f
             assert http.get(f"http://127.0.0.1:{server.port}/readyz").status_code == 503
 
             proxy.unblock()
-            assert _wait_for(lambda: http.get(f"{server.base}/{patient}").status_code == 200), "no recovery"
+            assert wait_for(lambda: http.get(f"{server.base}/{patient}").status_code == 200), "no recovery"
             assert canary.s("Family") in http.get(f"{server.base}/{patient}").text
             lost = http.get(f"{server.base}/Patient", params={"identifier": other.s("Mrn")}).json()
             assert lost["total"] == 0  # the write refused while the KMS was down left nothing behind
@@ -81,18 +81,15 @@ def test_a_slow_kms_opens_the_breaker_readyz_and_metrics_say_so_and_it_recovers(
     port = urlsplit(moto_url).port
     assert port is not None
     with TcpProxy("127.0.0.1", port) as proxy:
-        server = server_factory(
-            **aws_env(),
-            FHIRLAKE_SECURITY__KMS__PROVIDER="aws-kms",
-            FHIRLAKE_SECURITY__KMS__AWS_ENDPOINT_URL=proxy.url,
-            FHIRLAKE_SECURITY__KMS__AWS_ALIAS_PREFIX="alias/fhirlake-slow",
-            FHIRLAKE_SECURITY__KMS__AWS_CREATE_KEYS="true",
+        server = _aws_kms_server(
+            server_factory,
+            proxy,
+            "alias/fhirlake-slow",
+            timeout_s="1.0",
+            retry_after_s="1.0",
             # moto 5.2 keeps only 36 characters of the key id in its ciphertext blobs, so it cannot
             # decrypt under a multi-region key ("mrk-" + 36): this test needs real unwraps.
             FHIRLAKE_SECURITY__KMS__AWS_MULTI_REGION="false",
-            FHIRLAKE_SECURITY__KMS__TIMEOUT_S="1.0",
-            FHIRLAKE_SECURITY__KMS_CHECK_INTERVAL_S="0.3",
-            FHIRLAKE_SECURITY__KMS_RETRY_AFTER_S="1.0",
             FHIRLAKE_SECURITY__KEY_CACHE_TTL_S="0.5",  # keys expire quickly: reads reach the KMS
         )
         server.start()
@@ -105,7 +102,7 @@ def test_a_slow_kms_opens_the_breaker_readyz_and_metrics_say_so_and_it_recovers(
                 assert reply.status_code == 200, reply.text
                 written.append((reply.json()["entry"][0]["response"]["location"].split("/_history")[0], canary))
             proxy.delay_s = 3.0  # every KMS answer now arrives after the client's 1 s timeout
-            assert _wait_for(lambda: http.get(f"{server.base}/{written[0][0]}").status_code == 503)
+            assert wait_for(lambda: http.get(f"{server.base}/{written[0][0]}").status_code == 503)
             ready = httpx.get(f"http://127.0.0.1:{server.port}/readyz", timeout=10)
             assert ready.status_code == 503
             assert ready.json()["status"] == "not-ready" and ready.json()["dependencies"]["kms"]["status"] == "down"
@@ -117,7 +114,7 @@ def test_a_slow_kms_opens_the_breaker_readyz_and_metrics_say_so_and_it_recovers(
             assert all(c.s("Family") not in refused.text for _, c in written)
 
             proxy.delay_s = 0.0
-            assert _wait_for(lambda: http.get(f"{server.base}/{written[0][0]}").status_code == 200), "no recovery"
+            assert wait_for(lambda: http.get(f"{server.base}/{written[0][0]}").status_code == 200), "no recovery"
             for ref, canary in written:  # nothing acknowledged was lost
                 assert canary.s("Family") in http.get(f"{server.base}/{ref}").text
             assert httpx.get(f"http://127.0.0.1:{server.port}/readyz", timeout=10).json()["status"] == "ready"
@@ -172,7 +169,7 @@ def test_rotation_while_clients_read_and_write(server_factory: Any, tmp_path: Pa
     cli = [sys.executable, "-m", "fhirlake.cli", "keys"]
     data = ["--data-dir", str(server.data_dir)]
     try:
-        _wait_for(lambda: len(written) >= 5)
+        wait_for(lambda: len(written) >= 5)
         for _ in range(3):
             rotated = subprocess.run(
                 [*cli, "rotate", *data], env=server.env, capture_output=True, text=True, timeout=120
